@@ -1,0 +1,284 @@
+"""The background delivery loop: outbox -> Pinterest, batched, retried, never blocking a request.
+
+One daemon thread per process (pid-aware, so forking servers get their own). `run_once()` is one
+claim -> send -> settle cycle; the thread only repeats it, which keeps the logic testable with a
+fake clock and no sleeps.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import httpx
+
+from tracklayer_mw.events import MAX_AGE_SECONDS, Event
+from tracklayer_mw.outbox import ClaimedEvent, LogEntry, Outbox
+from tracklayer_mw.pinterest import Adapter, SendOutcome
+
+logger = logging.getLogger("tracklayer_mw")
+
+LEASE_SECONDS = 30.0  # > the HTTP timeout; a crashed process's claims come back within it
+POLL_SECONDS = 1.0  # how often another process's events are looked for
+LINGER_SECONDS = 0.2  # after a wake-up, let a burst of events gather into one batch
+HOUSEKEEPING_SECONDS = 60.0
+LOG_RETENTION_SECONDS = 7 * 24 * 3600
+# Leave a margin so an event is never sent so close to the 7-day limit that it expires in flight.
+SEND_AGE_LIMIT = MAX_AGE_SECONDS - 120
+
+
+def backoff(
+    attempt: int,
+    retry_after: float | None = None,
+    *,
+    base: float = 2.0,
+    cap: float = 900.0,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """Exponential delay with jitter; `Retry-After` is a floor. Attempt 1 waits 1-2 s."""
+    delay = min(cap, base * 2 ** max(0, attempt - 1)) * (0.5 + rand() / 2)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, 3600.0))
+    return delay
+
+
+class Deliverer:
+    def __init__(
+        self,
+        outbox: Outbox,
+        adapter: Adapter | None,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 10.0,
+        batch_size: int = 1000,
+        test_mode: bool = False,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        if adapter is not None and not 1 <= batch_size <= adapter.max_batch:
+            raise ValueError(f"batch_size: 1 to {adapter.max_batch}")
+        self.outbox = outbox
+        self.adapter = adapter
+        self.batch_size = batch_size
+        self.test_mode = test_mode
+        self._transport = transport
+        self._timeout = timeout
+        self._clock = clock
+        self._rand = rand
+        self._client: httpx.Client | None = None
+        self._client_pid = 0
+        self._thread: threading.Thread | None = None
+        self._thread_pid = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._cycle = threading.Condition()
+        self._cycles = 0
+        self.paused_until = 0.0
+        self._next_housekeeping = 0.0
+        self._warned_no_credentials = False
+
+    # --- one cycle -------------------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Claim a batch, send it, settle every event. Returns how many events were handled."""
+        now = self._clock()
+        if now >= self._next_housekeeping:
+            self._housekeeping(now)
+        if self.adapter is None:
+            if not self._warned_no_credentials:
+                self._warned_no_credentials = True
+                logger.warning(
+                    "tracklayer: no Pinterest credentials; events are kept in the outbox until they can be sent "
+                    "(set TRACKLAYER_PINTEREST_AD_ACCOUNT_ID and TRACKLAYER_PINTEREST_ACCESS_TOKEN)"
+                )
+            return 0
+        if now < self.paused_until:
+            return 0
+        claimed = self.outbox.claim(self.batch_size, now=now, lease=LEASE_SECONDS)
+        if not claimed:
+            return 0
+        fresh = [row for row in claimed if row.event_time >= now - SEND_AGE_LIMIT]
+        stale = [row for row in claimed if row.event_time < now - SEND_AGE_LIMIT]
+        if stale:
+            self._bury(stale, "older than 7 days before it could be sent", now)
+        if fresh:
+            events = [Event.from_payload(row.payload) for row in fresh]
+            outcome = self.adapter.send(self._http_client(), events)
+            self._settle(fresh, events, outcome, self._clock())
+        return len(claimed)
+
+    def _settle(self, rows: Sequence[ClaimedEvent], events: Sequence[Event], outcome: SendOutcome, now: float) -> None:
+        if outcome.kind == "results":
+            done = [row.id for row, result in zip(rows, outcome.results, strict=True) if result.processed]
+            failed = [(row.id, result.error or "failed") for row, result in zip(rows, outcome.results, strict=True)]
+            failed = [item for item, result in zip(failed, outcome.results, strict=True) if not result.processed]
+            self.outbox.ack(done)
+            self.outbox.bury(failed, now=now)
+            self._log(
+                now,
+                [
+                    (event, "processed" if result.processed else "failed", result.error, result.warning)
+                    for event, result in zip(events, outcome.results, strict=True)
+                ],
+            )
+            if failed:
+                logger.warning("tracklayer: Pinterest failed %d of %d events (dead letters)", len(failed), len(rows))
+            return
+        if outcome.kind == "reject":
+            self.outbox.bury([(row.id, outcome.message) for row in rows], now=now)
+            self._log(now, [(event, "dead", outcome.message, "") for event in events])
+            logger.error("tracklayer: Pinterest refused a batch of %d events: %s", len(rows), outcome.message)
+            return
+        # retry: nothing was judged. An event that would pass the 7-day limit before its next try dies now.
+        again: dict[float, list[int]] = {}
+        expired: list[ClaimedEvent] = []
+        for row in rows:
+            at = now + backoff(row.attempts, outcome.retry_after, rand=self._rand)
+            if row.event_time < at - SEND_AGE_LIMIT:
+                expired.append(row)
+            else:
+                again.setdefault(at, []).append(row.id)
+        for at, ids in again.items():
+            self.outbox.retry(ids, at=at, error=outcome.message)
+        if expired:
+            self._bury(expired, f"would be older than 7 days at the next try ({outcome.message})", now)
+        self._log(now, [(event, "retry", outcome.message, "") for event in events])
+        if outcome.rate_limited:
+            self.paused_until = now + backoff(min(row.attempts for row in rows), outcome.retry_after, rand=self._rand)
+        logger.warning("tracklayer: delivery of %d events will be retried: %s", len(rows), outcome.message)
+
+    def _bury(self, rows: Sequence[ClaimedEvent], reason: str, now: float) -> None:
+        self.outbox.bury([(row.id, reason) for row in rows], now=now)
+        events = [Event.from_payload(row.payload) for row in rows]
+        self._log(now, [(event, "dead", reason, "") for event in events])
+
+    def _log(self, now: float, outcomes: Sequence[tuple[Event, str, str, str]]) -> None:
+        self.outbox.log(
+            [
+                LogEntry(
+                    at=now,
+                    event_id=event.event_id,
+                    event_name=event.event,
+                    outcome=outcome,
+                    message=message,
+                    warning=warning,
+                    click_id=bool(event.click_id),
+                    email=bool(event.user.get("email")),
+                    ip_ua=bool(event.client_ip and event.user_agent),
+                    pixel=event.pixel,
+                    test=self.test_mode,
+                )
+                for event, outcome, message, warning in outcomes
+            ]
+        )
+
+    def _housekeeping(self, now: float) -> None:
+        self._next_housekeeping = now + HOUSEKEEPING_SECONDS
+        expired = self.outbox.bury_expired(
+            event_time_before=int(now - SEND_AGE_LIMIT), reason="older than 7 days before it could be sent", now=now
+        )
+        if expired:
+            logger.warning("tracklayer: %d queued events passed the 7-day limit and became dead letters", expired)
+        self.outbox.purge_log(before=now - LOG_RETENTION_SECONDS)
+
+    def _http_client(self) -> httpx.Client:
+        # A client (and its connection pool) belongs to one process: never reuse it after a fork.
+        if self._client is None or self._client_pid != os.getpid():
+            self._client = httpx.Client(transport=self._transport, timeout=self._timeout)
+            self._client_pid = os.getpid()
+        return self._client
+
+    # --- the thread ------------------------------------------------------------------------------
+
+    @property
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread_pid == os.getpid() and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Idempotent and fork-aware: a forked child starts its own thread on first use."""
+        with self._lock:
+            if self.is_alive:
+                return
+            self._stopping.clear()
+            self._thread = threading.Thread(target=self._run, name="tracklayer.Deliverer", daemon=True)
+            self._thread_pid = os.getpid()
+            self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        errors = 0
+        while not self._stopping.is_set():
+            try:
+                handled = self.run_once()
+                errors = 0
+            except Exception:
+                errors += 1
+                logger.exception("tracklayer: delivery cycle failed; retrying")
+                handled = 0
+                self._stopping.wait(min(30.0, backoff(errors, rand=self._rand)))
+            with self._cycle:
+                self._cycles += 1
+                self._cycle.notify_all()
+            if handled >= self.batch_size:
+                continue  # a backlog: keep going without waiting
+            self._wait_for_work()
+
+    def _wait_for_work(self) -> None:
+        now = self._clock()
+        timeout = POLL_SECONDS
+        if self.paused_until > now:
+            timeout = min(max(self.paused_until - now, 0.01), 30.0)
+        else:
+            try:
+                due = self.outbox.next_due(now=now)
+            except Exception:
+                due = None
+            if due is not None:
+                timeout = min(timeout, max(due - now, 0.01))
+        if self._wake.wait(timeout):
+            self._wake.clear()
+            self._stopping.wait(LINGER_SECONDS)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until nothing is due for sending. True when drained; False on timeout (the events stay queued)."""
+        if self.adapter is None:
+            return False  # nothing can leave without credentials
+        deadline = time.monotonic() + timeout
+        while True:
+            now = self._clock()
+            due = self.outbox.next_due(now=now)
+            if (due is None or due > now) and self.outbox.counts(now=now).in_flight == 0:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                counts = self.outbox.counts(now=now)
+                logger.info("tracklayer: flush timed out; %d events stay queued", counts.pending + counts.retrying)
+                return False
+            if not self.is_alive:
+                if self.run_once() == 0:
+                    now = self._clock()
+                    due = self.outbox.next_due(now=now)
+                    return due is None or due > now
+                continue
+            with self._cycle:
+                seen = self._cycles
+                self.wake()
+                self._cycle.wait_for(lambda: self._cycles > seen, timeout=min(remaining, 1.0))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and self._thread_pid == os.getpid():
+            thread.join(timeout)
+        self._thread = None
+        if self._client is not None and self._client_pid == os.getpid():
+            self._client.close()
+        self._client = None
