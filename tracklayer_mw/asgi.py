@@ -1,0 +1,258 @@
+"""`TrackLayerMiddleware`: the engine as pure ASGI 3 middleware (no BaseHTTPMiddleware).
+
+Only protocol work lives here: wrap `send`, edit the start message in place, hold it back while
+deciding whether to inject the snippet. Tracking steps run inside `_guard`, so a tracklayer bug
+is logged and the host's response passes unchanged; the host's own exceptions are never caught.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import anyio.to_thread
+import httpx
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tracklayer_mw.config import Settings
+from tracklayer_mw.endpoints import MAX_BODY, Answer, Endpoints
+from tracklayer_mw.engine import Engine, RequestState
+from tracklayer_mw.outbox import Outbox
+from tracklayer_mw.request import STATE_KEY, view_from_scope
+from tracklayer_mw.snippet import csp_nonce, inject, is_html_response
+
+logger = logging.getLogger("tracklayer_mw")
+
+# A streamed page gets the snippet only if `</head>` shows up this early; otherwise it passes untouched.
+STREAM_LOOKAHEAD_BYTES = 32 * 1024
+STREAM_LOOKAHEAD_CHUNKS = 8
+
+
+@contextmanager
+def _guard(what: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception:
+        logger.exception("tracklayer: %s failed; the request goes on untouched", what)
+
+
+class TrackLayerMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Settings | None = None,
+        *,
+        engine: Engine | None = None,
+        outbox: Outbox | None = None,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.app = app
+        if engine is None:
+            engine = Engine(settings or Settings.from_env(), outbox=outbox, transport=transport, clock=clock)
+        self.engine = engine
+        self.endpoints = Endpoints(engine)
+        self._hops = engine.settings.trusted_proxy_hops
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, self._lifespan_receive(receive), send)
+            return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        state: RequestState | None = None
+        route: str | None = None
+        answer: Answer | None = None
+        with _guard("reading the request"):
+            self.engine.ensure_started()
+            view = view_from_scope(scope, self._hops)
+            route = self.endpoints.route(view.path)
+            state = self.engine.begin(view)
+            if route is None:
+                clean_url = self.engine.arrival(state)
+                if clean_url is not None:
+                    cookies = self.engine.set_cookie_headers(state)
+                    answer = Answer(302, [("location", clean_url), ("cache-control", "no-store")])
+                    answer.headers.extend(("set-cookie", value) for value in cookies)
+        if route is not None:
+            await self._send_answer(send, await self._endpoint(route, state, receive))
+            return
+        if answer is not None:
+            await self._send_answer(send, answer)
+            return
+        if state is not None:
+            scope = {**scope, STATE_KEY: state}
+            if state.view.query_string != scope.get("query_string", b"").decode("latin-1"):
+                scope["query_string"] = state.view.query_string.encode("latin-1")  # `_tlx` stripped
+            await self.app(scope, receive, _Responder(self, state, send).send)
+        else:
+            await self.app(scope, receive, send)
+
+    # --- lifespan ------------------------------------------------------------------------------
+
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        async def wrapped() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                with _guard("starting delivery"):
+                    self.engine.start()
+            elif message["type"] == "lifespan.shutdown":
+                with _guard("stopping delivery"):
+                    await anyio.to_thread.run_sync(self.engine.stop)
+            return message
+
+        return wrapped
+
+    # --- endpoints -----------------------------------------------------------------------------
+
+    async def _endpoint(self, route: str, state: RequestState | None, receive: Receive) -> Answer:
+        if state is None:
+            return Answer(503, [("content-type", "application/json")], b'{"error":"temporarily unavailable"}')
+        try:
+            if route == "t.js":
+                return self.endpoints.serve_script(state)
+            if route == "go":
+                return self.endpoints.go(state)
+            if route == "diagnostics":
+                return await anyio.to_thread.run_sync(self.endpoints.diagnostics, state)
+            if route == "ingest":
+                refused = self.endpoints.ingest_precheck(state)
+                if refused is not None:
+                    return refused
+                body = await _read_body(receive, MAX_BODY)
+                if body is None:
+                    return self.endpoints.too_large()
+                return await anyio.to_thread.run_sync(self.endpoints.ingest, state, body)
+        except Exception:
+            logger.exception("tracklayer: the %s endpoint failed", route)
+            return Answer(503, [("content-type", "application/json")], b'{"error":"temporarily unavailable"}')
+        return Answer(404, [("content-type", "application/json")], b'{"error":"no such tracklayer endpoint"}')
+
+    @staticmethod
+    async def _send_answer(send: Send, answer: Answer) -> None:
+        headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers]
+        if not any(name == b"content-length" for name, _ in headers):
+            headers.append((b"content-length", str(len(answer.body)).encode()))
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer.body})
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The request body, or None as soon as it passes `limit` (never buffer an unbounded body)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+class _Responder:
+    """One per request: adds cookies, carries the click through redirects, injects the snippet."""
+
+    def __init__(self, middleware: TrackLayerMiddleware, state: RequestState, send: Send) -> None:
+        self.engine = middleware.engine
+        self.endpoints = middleware.endpoints
+        self.state = state
+        self.downstream = send
+        self.held: Message | None = None  # the start message, while deciding about injection
+        self.buffered: list[bytes] = []
+        self.buffered_size = 0
+        self.tag = b""
+        self.passthrough = False
+
+    async def send(self, message: Message) -> None:
+        if self.passthrough:
+            await self.downstream(message)
+            return
+        kind = message["type"]
+        if kind == "http.response.start":
+            with _guard("editing the response headers"):
+                self._edit_start(message)
+            if self.held is None:
+                self.passthrough = True
+                await self.downstream(message)
+            return
+        if kind == "http.response.body" and self.held is not None:
+            await self._body(message)
+            return
+        await self._release()
+        await self.downstream(message)
+
+    def _edit_start(self, message: Message) -> None:
+        headers = MutableHeaders(scope=message)
+        status = int(message["status"])
+        for value in self.engine.set_cookie_headers(self.state, cache_control=headers.get("cache-control")):
+            headers.append("set-cookie", value)
+        location = headers.get("location")
+        if 300 <= status < 400 and location:
+            rewritten = self.engine.redirect_location(self.state, location)
+            if rewritten is not None:
+                headers["location"] = rewritten
+        if (
+            self.engine.settings.inject_snippet
+            and not self.state.injected
+            and is_html_response(
+                status, headers.get("content-type"), headers.get("content-encoding"), self.state.view.method
+            )
+        ):
+            nonce = csp_nonce(headers.getlist("content-security-policy"))
+            self.tag = self.endpoints.tag_html(self.state, nonce).encode()
+            self.held = message
+
+    async def _body(self, message: Message) -> None:
+        chunk = message.get("body", b"")
+        more = message.get("more_body", False)
+        self.buffered.append(chunk)
+        self.buffered_size += len(chunk)
+        body = b"".join(self.buffered)
+        injected = None
+        with _guard("injecting the snippet"):
+            # A complete body may take the tag before </body>; a streamed one only before an early </head>.
+            if not more or b"</head" in body.lower():
+                injected = inject(body, self.tag)
+        if injected is not None:
+            self._grow_content_length(len(injected) - len(body))
+            await self._flush_start()
+            await self.downstream({"type": "http.response.body", "body": injected, "more_body": more})
+            self.passthrough = True
+            return
+        if not more or self.buffered_size > STREAM_LOOKAHEAD_BYTES or len(self.buffered) > STREAM_LOOKAHEAD_CHUNKS:
+            await self._release(more_body=more)
+
+    async def _release(self, *, more_body: bool = True) -> None:
+        """Give up on injection: send the held start and what was buffered, untouched."""
+        if self.held is None:
+            return
+        body = b"".join(self.buffered)
+        had_body = bool(self.buffered)
+        await self._flush_start()
+        self.passthrough = True
+        if had_body:
+            await self.downstream({"type": "http.response.body", "body": body, "more_body": more_body})
+
+    async def _flush_start(self) -> None:
+        held, self.held = self.held, None
+        self.buffered = []
+        if held is not None:
+            await self.downstream(held)
+
+    def _grow_content_length(self, extra: int) -> None:
+        if self.held is None:
+            return
+        headers = MutableHeaders(scope=self.held)
+        length = headers.get("content-length")
+        if length is not None and length.isdigit():
+            headers["content-length"] = str(int(length) + extra)

@@ -1,0 +1,267 @@
+"""The middleware's own endpoints under `path_prefix`: t.js, ingest, go and diagnostics.
+
+Each returns an `Answer`; the adapters only read bodies (with the size limit) and write answers.
+Every untrusted input ends in a 4xx with a clear JSON error, never in an exception.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from tracklayer_mw.context import query_params
+from tracklayer_mw.engine import Engine, RequestState
+from tracklayer_mw.events import Event, EventError, parse_event
+from tracklayer_mw.linker import TOKEN_PARAM, with_param
+from tracklayer_mw.snippet import render_tag, script_bytes, snippet_config
+
+logger = logging.getLogger("tracklayer_mw")
+
+MAX_BODY = 64 * 1024
+MAX_EVENTS_PER_BODY = 100
+_JSON = [("content-type", "application/json"), ("cache-control", "no-store")]
+_INGEST_TYPES = ("application/json", "text/plain")
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+
+def json_answer(status: int, payload: dict[str, Any], headers: list[tuple[str, str]] | None = None) -> Answer:
+    return Answer(status, [*_JSON, *(headers or [])], json.dumps(payload, separators=(",", ":")).encode())
+
+
+class RateLimiter:
+    """A token bucket per client, in memory, bounded: the oldest idle clients are forgotten first."""
+
+    def __init__(self, per_minute: int, *, clock: Callable[[], float] = time.monotonic, max_clients: int = 10_000):
+        self.rate = per_minute / 60.0
+        self.burst = max(10.0, per_minute / 10.0)
+        self._clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._max = max_clients
+        self._lock = threading.Lock()
+
+    def allow(self, key: str, cost: float = 1.0) -> bool:
+        now = self._clock()
+        with self._lock:
+            tokens, then = self._buckets.pop(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - then) * self.rate)
+            allowed = tokens >= cost
+            self._buckets[key] = (tokens - cost if allowed else tokens, now)
+            while len(self._buckets) > self._max:
+                self._buckets.popitem(last=False)
+            return allowed
+
+
+class Endpoints:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        settings = engine.settings
+        self.prefix = settings.path_prefix
+        self.script = script_bytes()
+        self.etag = '"' + hashlib.sha256(self.script).hexdigest()[:20] + '"'
+        self.script_url = f"{self.prefix}/t.js?v={self.etag.strip(chr(34))[:8]}"
+        self.limiter = RateLimiter(settings.ingest_rate_per_minute, clock=time.monotonic)
+        consent = settings.consent_cookie
+        self._base_config = snippet_config(
+            ingest_url=f"{self.prefix}/ingest",
+            go_url=f"{self.prefix}/go",
+            linked_domains=settings.linked_hosts,
+            consent=f"cookie:{consent[0]}={consent[1]}" if consent else "none",
+            cookie_domain=settings.cookie_domain,
+            tag_id=settings.pinterest_tag_id,
+            page_visit=settings.page_visit,
+        )
+        self._static_tag = render_tag(script_url=self.script_url, config=self._base_config)
+
+    def route(self, path: str) -> str | None:
+        """The endpoint a path names ("t.js", "ingest", "go", "diagnostics", "unknown"), or None when not ours."""
+        if path != self.prefix and not path.startswith(self.prefix + "/"):
+            return None
+        name = path[len(self.prefix) + 1 :]
+        return name if name in ("t.js", "ingest", "go", "diagnostics") else "unknown"
+
+    # --- the snippet -----------------------------------------------------------------------------
+
+    def tag_html(self, state: RequestState | None, nonce: str | None = None) -> str:
+        consent = self.engine.settings.consent
+        if nonce is None and (state is None or not callable(consent)):
+            return self._static_tag  # the common case, rendered once
+        config = dict(self._base_config)
+        if callable(consent) and state is not None:
+            # The server decided for this request; a page cache would bake this in, so say so in the docs.
+            config["c"] = "granted" if state.consent else "denied"
+        return render_tag(script_url=self.script_url, config=config, nonce=nonce)
+
+    def serve_script(self, state: RequestState) -> Answer:
+        if state.view.method not in ("GET", "HEAD"):
+            return json_answer(405, {"error": "use GET"}, [("allow", "GET, HEAD")])
+        headers = [
+            ("content-type", "application/javascript; charset=utf-8"),
+            ("etag", self.etag),
+            ("cache-control", "public, max-age=3600"),
+        ]
+        if_none_match = state.view.headers.get("if-none-match", "")
+        if self.etag in [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")] or if_none_match == "*":
+            return Answer(304, headers)
+        body = b"" if state.view.method == "HEAD" else self.script
+        return Answer(200, [*headers, ("content-length", str(len(self.script)))], body)
+
+    # --- ingest ----------------------------------------------------------------------------------
+
+    def ingest_precheck(self, state: RequestState) -> Answer | None:
+        """Everything decidable before reading the body: method, content type, same-site, rate."""
+        view = state.view
+        if view.method != "POST":
+            return json_answer(405, {"error": "use POST"}, [("allow", "POST")])
+        media_type = view.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type not in _INGEST_TYPES:
+            return json_answer(415, {"error": "content-type: send application/json or text/plain"})
+        if not self._same_site(state):
+            return json_answer(403, {"error": "origin: cross-site requests are not accepted"})
+        length = view.headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_BODY:
+            return self.too_large()
+        if not self.limiter.allow(view.client_ip or "unknown"):
+            return json_answer(429, {"error": "rate: too many requests from this client"}, [("retry-after", "10")])
+        return None
+
+    def too_large(self) -> Answer:
+        return json_answer(413, {"error": f"body: larger than {MAX_BODY} bytes"})
+
+    def _same_site(self, state: RequestState) -> bool:
+        view = state.view
+        origin = view.headers.get("origin")
+        if origin is not None:
+            try:
+                host = urlsplit(origin.strip()).hostname
+            except ValueError:
+                return False
+            return host is not None and (host == view.host or self.engine.settings.is_cookie_domain_host(host))
+        # Without Origin, browsers still say where a request came from; non-browser clients say neither.
+        return view.headers.get("sec-fetch-site", "").strip().lower() != "cross-site"
+
+    def ingest(self, state: RequestState, body: bytes) -> Answer:
+        """Validate, enrich and durably queue the browser's events. Blocking (SQLite): run off the event loop."""
+        try:
+            document = json.loads(body.decode("utf-8"))
+        except UnicodeDecodeError:
+            return json_answer(400, {"error": "body: not UTF-8"})
+        except (ValueError, RecursionError):
+            return json_answer(400, {"error": "body: not valid JSON"})
+        if isinstance(document, dict) and "events" in document:
+            if set(document) != {"events"} or not isinstance(document["events"], list):
+                return json_answer(400, {"error": "events: must be the only field, and a list"})
+            items, prefix = document["events"], "events"
+        else:
+            items, prefix = [document], ""
+        if not 1 <= len(items) <= MAX_EVENTS_PER_BODY:
+            return json_answer(400, {"error": f"events: send 1 to {MAX_EVENTS_PER_BODY} events per request"})
+
+        now = self.engine.clock()
+        accepted: list[Event] = []
+        rejected: list[dict[str, Any]] = []
+        for index, raw in enumerate(items):
+            where = f"{prefix}[{index}]." if prefix else ""
+            try:
+                event = parse_event(
+                    raw,
+                    now=now,
+                    source="browser",
+                    default_phone_country=self.engine.settings.default_phone_country,
+                )
+            except EventError as exc:
+                rejected.append({"index": index, "error": f"{where}{exc}"})
+                continue
+            self.engine.adopt_page_url(state, event.url)
+            accepted.append(event)
+
+        cookies = [("set-cookie", value) for value in self.engine.set_cookie_headers(state)]
+        reason = self.engine.should_drop(state)
+        if reason is not None:
+            return json_answer(202, {"accepted": 0, "event_ids": [], "dropped": reason}, cookies)
+        final = [self.engine.attach(state, event) for event in accepted]
+        for event in [event for event in final if not event.has_match_keys]:
+            rejected.append(
+                {"index": final.index(event), "error": "user: needs an email, or the client's IP and user agent"}
+            )
+        final = [event for event in final if event.has_match_keys]
+        if not final:
+            first = rejected[0]["error"] if rejected else "no events"
+            return json_answer(400, {"error": first, "rejected": rejected}, cookies)
+        try:
+            self.engine.queue(final)
+        except Exception:
+            logger.exception("tracklayer: the outbox could not store %d events", len(final))
+            return json_answer(503, {"error": "outbox: temporarily unavailable, retry later"}, [("retry-after", "5")])
+        answer: dict[str, Any] = {"accepted": len(final), "event_ids": [event.event_id for event in final]}
+        if rejected:
+            answer["rejected"] = rejected
+        return json_answer(202, answer, cookies)
+
+    # --- go: links and forms to linked domains ---------------------------------------------------
+
+    def go(self, state: RequestState, form_fields: list[tuple[str, str]] | None = None) -> Answer:
+        """Redirect to a linked domain with a fresh token; only listed hosts, so never an open redirect."""
+        params = query_params(state.view.query_string)
+        target = (params.get("to") or [""])[-1]
+        try:
+            parts = urlsplit(target)
+            host = parts.hostname
+        except ValueError:
+            host = None
+        if (
+            host is None
+            or parts.scheme not in ("http", "https")
+            or not self.engine.settings.is_linked_host(host)
+            or any(ch in target for ch in "\r\n\\")
+        ):
+            return json_answer(400, {"error": "to: must be an absolute URL on one of the linked_domains"})
+        if state.view.method == "GET":
+            # A GET form put its fields beside `to`; they belong to the destination.
+            extra = [(key, value) for key, values in params.items() if key != "to" for value in values]
+            if extra:
+                target = f"{target}{'&' if parts.query else '?'}{urlencode(extra)}"
+        if state.context is not None and state.consent and not state.bot:
+            target = with_param(target, TOKEN_PARAM, self.engine.linker.mint(state.context, host))
+        status = 303 if state.view.method in ("GET", "HEAD") else 307  # 307 re-posts a form's body
+        cookies = [("set-cookie", value) for value in self.engine.set_cookie_headers(state)]
+        return Answer(status, [("location", target), ("cache-control", "no-store"), *cookies])
+
+    # --- diagnostics -----------------------------------------------------------------------------
+
+    def diagnostics(self, state: RequestState) -> Answer:
+        token = self.engine.settings.diagnostics_token
+        given = (
+            state.view.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            or (query_params(state.view.query_string).get("token") or [""])[-1]
+        )
+        if not token:
+            return json_answer(404, {"error": "diagnostics: off (set diagnostics_token to turn the page on)"})
+        if not given or not hmac.compare_digest(given.encode(), token.encode()):
+            return json_answer(401, {"error": "diagnostics: a valid token is required (?token=...)"})
+        from tracklayer_mw.diagnostics import build_report, render_html
+
+        now = self.engine.clock()
+        report = build_report(
+            self.engine.outbox.log_since(now - 24 * 3600),
+            self.engine.outbox.counts(now=now),
+            now=now,
+            has_credentials=self.engine.settings.has_credentials,
+            test_mode=self.engine.settings.pinterest_test_mode,
+        )
+        headers = [("content-type", "text/html; charset=utf-8"), ("cache-control", "no-store")]
+        return Answer(200, headers, render_html(report).encode())

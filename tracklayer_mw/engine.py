@@ -1,0 +1,308 @@
+"""The engine both adapters share: click context, cookies, redirects, the snippet, events.
+
+Protocol-neutral: `asgi.py` and `wsgi.py` turn requests into a `RequestView`, call `begin()`, and
+hand the response's status and headers back to `response_headers()`. Everything here runs inside
+the adapters' guard, so a bug in it is logged and the host's response goes out unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from tracklayer_mw.config import Settings
+from tracklayer_mw.context import (
+    ClickContext,
+    click_from_page_url,
+    click_from_url,
+    cookie_safe,
+    epik_from_params,
+    fresher,
+    is_bot,
+    query_params,
+)
+from tracklayer_mw.cookies import EPIK_COOKIE, CookieJar, tag_cookie_values, values_digest
+from tracklayer_mw.events import Event, EventError, merge_payloads, parse_event
+from tracklayer_mw.hashing import UserDataError, hash_user
+from tracklayer_mw.linker import TOKEN_PARAM, Linker, with_param, without_param
+from tracklayer_mw.outbox import NewEvent, Outbox, open_outbox
+from tracklayer_mw.pinterest import PinterestAdapter
+from tracklayer_mw.request import INJECTED_KEY, RequestView
+from tracklayer_mw.worker import Deliverer
+
+logger = logging.getLogger("tracklayer_mw")
+
+REFRESH_AFTER = 86_400
+
+
+@dataclass(slots=True)
+class RequestState:
+    """Everything tracklayer knows about one request; lives in the scope/environ under "tracklayer"."""
+
+    view: RequestView
+    context: ClickContext | None
+    remembered_digest: str
+    remembered_at: int
+    tag_values: dict[str, str]
+    url_epik: str | None
+    consent: bool
+    gpc: bool
+    bot: bool
+    engine: Engine = field(repr=False)
+    cookies_issued: bool = False
+
+    @property
+    def injected(self) -> bool:
+        return bool(self.view.raw.get(INJECTED_KEY))
+
+
+def is_shared_cacheable(cache_control: str | None) -> bool:
+    """A response a shared cache may store must not carry one visitor's cookies."""
+    if not cache_control:
+        return False
+    directives = {part.strip().split("=", 1)[0].lower() for part in cache_control.split(",")}
+    return "public" in directives or "s-maxage" in directives
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        outbox: Outbox | None = None,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.outbox = outbox or open_outbox(settings.outbox, merge=merge_payloads)
+        adapter = None
+        if settings.pinterest_ad_account_id and settings.pinterest_access_token:
+            adapter = PinterestAdapter(
+                ad_account_id=settings.pinterest_ad_account_id,
+                access_token=settings.pinterest_access_token,
+                api_base=settings.pinterest_api_base,
+                test_mode=settings.pinterest_test_mode,
+            )
+        self.deliverer = Deliverer(
+            self.outbox,
+            adapter,
+            transport=transport,
+            timeout=settings.request_timeout,
+            test_mode=settings.pinterest_test_mode,
+            clock=clock,
+        )
+        self.cookies = CookieJar(settings, clock=clock)
+        self.linker = Linker(settings.secret_keys, clock=clock)
+        self._started_pid = 0
+        self._start_lock = threading.Lock()
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._start_lock:
+            self.deliverer.start()
+            self._started_pid = os.getpid()
+
+    def ensure_started(self) -> None:
+        """Where there is no lifespan (WSGI, --lifespan off, a forked worker), the first request starts delivery."""
+        if self._started_pid != os.getpid() or not self.deliverer.is_alive:
+            self.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Send what can be sent within `timeout`; whatever is left stays in the outbox for the next start."""
+        try:
+            self.deliverer.flush(timeout)
+        finally:
+            self.deliverer.stop(timeout)
+
+    # --- per request -----------------------------------------------------------------------------
+
+    def begin(self, view: RequestView) -> RequestState:
+        """Resolve the click context of a request: URL, then the cookies tracklayer and the tag wrote."""
+        now = self.clock()
+        params = query_params(view.query_string)
+        remembered = self.cookies.remembered(view.cookies)
+        context = remembered.context if remembered else None
+        tag_epik = cookie_safe(view.cookies.get(EPIK_COOKIE))
+        if tag_epik and (context is None or context.epik != tag_epik):
+            # The tag wrote a click id we did not issue: it is newer than what `_tl` remembers.
+            context = fresher(context, ClickContext(tag_epik, "cookie", int(now)))
+        context = fresher(context, click_from_url(view.url, params, source="url", now=now))
+        return RequestState(
+            view=view,
+            context=context,
+            remembered_digest=remembered.digest if remembered else "",
+            remembered_at=remembered.issued_at if remembered else 0,
+            tag_values=tag_cookie_values(view.cookies),
+            url_epik=epik_from_params(params),
+            consent=self._consent(view),
+            gpc=self.settings.respect_gpc and view.headers.get("sec-gpc", "").strip() == "1",
+            bot=is_bot(view.headers.get("user-agent")),
+            engine=self,
+        )
+
+    def _consent(self, view: RequestView) -> bool:
+        consent = self.settings.consent
+        if consent is None:
+            return True
+        if isinstance(consent, str):
+            name, _, value = consent.partition("=")
+            return view.cookies.get(name) == value
+        try:
+            return bool(consent(view))
+        except Exception:
+            logger.exception("tracklayer: the consent callable failed; treating the request as without consent")
+            return False
+
+    def arrival(self, state: RequestState) -> str | None:
+        """A request carrying a linker token: adopt its context; for GET/HEAD return the clean URL to redirect to."""
+        query, token = without_param(state.view.query_string, TOKEN_PARAM)
+        if token is None:
+            return None
+        carried = self.linker.verify(token, state.view.host)
+        if carried is not None:
+            state.context = fresher(state.context, carried)
+        else:
+            logger.info("tracklayer: ignored a bad, expired, replayed or foreign linker token")
+        state.view.query_string = query
+        if state.view.method not in ("GET", "HEAD"):
+            return None
+        # A path-only Location: never another host, even for a path like //evil.example.
+        path = "/" + state.view.path.lstrip("/\\")
+        return quote(path, safe="/%:@!$&'()*+,;=-._~") + (f"?{query}" if query else "")
+
+    def set_cookie_headers(self, state: RequestState, *, cache_control: str | None = None) -> list[str]:
+        """Set-Cookie values for this response, or none: nothing new, refreshed today, no consent, or cacheable."""
+        if state.cookies_issued or not state.consent or state.bot or is_shared_cacheable(cache_control):
+            return []
+        values = dict(state.tag_values)
+        if state.context is not None:
+            values[EPIK_COOKIE] = state.context.epik
+        if not values:
+            return []
+        changed = values_digest(values) != state.remembered_digest
+        if not changed and self.clock() - state.remembered_at < REFRESH_AFTER:
+            return []
+        state.cookies_issued = True
+        return self.cookies.set_cookie_headers(
+            state.context, state.tag_values, host=state.view.host, secure=state.view.secure
+        )
+
+    def redirect_location(self, state: RequestState, location: str) -> str | None:
+        """The app's own redirect, carrying the click on: `epik` inside the site, a token to linked hosts."""
+        if location.startswith(("/\\", "\\")):
+            return None
+        try:
+            target = urlsplit(location)
+            host = target.hostname or state.view.host
+        except ValueError:
+            return None
+        if host is None:
+            return None
+        if host == state.view.host or self.settings.is_cookie_domain_host(host):
+            if state.url_epik and epik_from_params(query_params(target.query)) is None:
+                return with_param(location, "epik", state.url_epik)
+            return None
+        if self.settings.is_linked_host(host) and target.scheme in ("http", "https"):
+            if state.context is None or not state.consent or state.bot:
+                return None
+            return with_param(location, TOKEN_PARAM, self.linker.mint(state.context, host))
+        return None
+
+    def adopt_page_url(self, state: RequestState, url: str | None) -> None:
+        """A beacon from a page whose own (cached) response could not set cookies reports its URL."""
+        if not url or state.view.host is None:
+            return
+        try:
+            host = urlsplit(url).hostname
+        except ValueError:
+            return
+        if host == state.view.host or (host and self.settings.is_cookie_domain_host(host)):
+            state.context = fresher(state.context, click_from_page_url(url, now=self.clock()))
+
+    # --- events ----------------------------------------------------------------------------------
+
+    def attach(self, state: RequestState, event: Event) -> Event:
+        """The request's click context, client and privacy flags, added to a validated event."""
+        view = state.view
+        opt_out = not state.consent  # only reached without consent when on_no_consent is "opt_out"
+        return event.with_context(
+            url=event.url or (view.headers.get("referer") if event.source == "browser" else view.url),
+            click_id=state.context.epik if state.context else None,
+            client_ip=view.client_ip,
+            user_agent=(view.headers.get("user-agent") or "")[:2048] or None,
+            opt_out=opt_out,
+            opt_out_type="LDP" if state.gpc else None,
+        )
+
+    def should_drop(self, state: RequestState) -> str | None:
+        """Why no event may leave for this request, or None."""
+        if state.bot:
+            return "bot"
+        if not state.consent and self.settings.on_no_consent == "drop":
+            return "no consent"
+        return None
+
+    def queue(self, events: list[Event]) -> None:
+        """Durable on return (raises when the outbox cannot write)."""
+        self.outbox.put(
+            [NewEvent(event.event_id, event.event, event.event_time, event.to_payload()) for event in events]
+        )
+        self.deliverer.wake()
+
+    def track(
+        self,
+        state: RequestState,
+        event: str,
+        *,
+        user: Mapping[str, Any] | None = None,
+        custom: Mapping[str, Any] | None = None,
+        event_id: str | None = None,
+        event_time: float | None = None,
+        url: str | None = None,
+    ) -> str | None:
+        if user is not None and not isinstance(user, Mapping):
+            raise ValueError("user: must be a mapping of field names to values")
+        raw: dict[str, Any] = {"event": event, "custom": custom, "event_id": event_id, "event_time": event_time}
+        if url is not None:
+            raw["url"] = url
+        try:
+            parsed = parse_event(raw, now=self.clock(), source="server")
+        except EventError as exc:
+            raise ValueError(f"tracklayer.track: {exc}") from None
+        # A customer's malformed phone number is not the developer's bug: drop that field, keep the event.
+        hashed: dict[str, list[str]] = {}
+        for name, value in (user or {}).items():
+            try:
+                hashed.update(
+                    hash_user({name: value}, default_phone_country=self.settings.default_phone_country)
+                )
+            except UserDataError as exc:
+                logger.warning("tracklayer: dropped a user field from %s %s: %s", event, parsed.event_id, exc)
+        reason = self.should_drop(state)
+        if reason:
+            logger.info("tracklayer: %s %s not queued (%s)", event, parsed.event_id, reason)
+            return None
+        final = self.attach(state, parsed.with_context(user=hashed))
+        if not final.has_match_keys:
+            logger.warning(
+                "tracklayer: %s %s not queued: Pinterest needs an email, or the client IP and user agent",
+                event,
+                parsed.event_id,
+            )
+            return None
+        try:
+            self.queue([final])
+        except Exception:
+            logger.exception("tracklayer: could not queue %s %s", event, parsed.event_id)
+            return None
+        return final.event_id

@@ -1,0 +1,148 @@
+"""A protocol-neutral view of one request, built from an ASGI scope or a WSGI environ.
+
+The engine only ever sees a `RequestView`; `asgi.py` and `wsgi.py` build it, and `state_of()`
+finds the per-request state again from whatever request object a host app hands to `track()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from http.cookies import CookieError, SimpleCookie
+from typing import TYPE_CHECKING, Any
+
+from tracklayer_mw.context import client_ip, forwarded_value, normalize_host
+
+if TYPE_CHECKING:
+    from tracklayer_mw.engine import RequestState
+
+STATE_KEY = "tracklayer"  # scope["tracklayer"] / environ["tracklayer"]: the RequestState
+INJECTED_KEY = "tracklayer.injected"  # set when a template placed the snippet itself
+_MAX_COOKIE_HEADER = 8192
+
+
+def parse_cookies(header: str) -> dict[str, str]:
+    """Lenient like browsers: one bad pair never hides the others; never raises."""
+    cookies: dict[str, str] = {}
+    for chunk in header[:_MAX_COOKIE_HEADER].split(";"):
+        name, sep, value = chunk.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name or name in cookies:
+            continue
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            try:
+                value = SimpleCookie(f"x={value}")["x"].value
+            except (CookieError, KeyError):
+                continue
+        cookies[name] = value
+    return cookies
+
+
+@dataclass(slots=True)
+class RequestView:
+    method: str
+    scheme: str
+    host: str | None
+    path: str
+    query_string: str
+    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
+    client_ip: str | None
+    raw: Any = field(repr=False)  # the ASGI scope or WSGI environ
+    cookies: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        host = self.host or "localhost"
+        query = f"?{self.query_string}" if self.query_string else ""
+        return f"{self.scheme}://{host}{self.path}{query}"
+
+    @property
+    def secure(self) -> bool:
+        return self.scheme == "https"
+
+
+def _effective(
+    scheme: str, host_header: str | None, peer: str | None, headers: Mapping[str, str], hops: int
+) -> tuple[str, str | None, str | None]:
+    if hops > 0:
+        proto = forwarded_value([headers.get("x-forwarded-proto", "")], hops)
+        if proto in ("http", "https"):
+            scheme = proto
+        forwarded_host = forwarded_value([headers.get("x-forwarded-host", "")], hops)
+        host_header = forwarded_host or host_header
+    ip = client_ip(peer, [headers.get("x-forwarded-for", "")], hops)
+    return scheme, normalize_host(host_header), ip
+
+
+def _join(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for name, value in pairs:
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
+def view_from_scope(scope: Mapping[str, Any], trusted_hops: int) -> RequestView:
+    headers = _join((name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in scope["headers"])
+    client = scope.get("client")
+    peer = client[0] if client else None
+    scheme, host, ip = _effective(scope.get("scheme", "http"), headers.get("host"), peer, headers, trusted_hops)
+    path = scope.get("path", "/")
+    view = RequestView(
+        method=scope.get("method", "GET"),
+        scheme="https" if scheme in ("https", "wss") else "http",
+        host=host,
+        path=path,
+        query_string=scope.get("query_string", b"").decode("latin-1"),
+        headers=headers,
+        client_ip=ip,
+        raw=scope,
+    )
+    view.cookies = parse_cookies(headers.get("cookie", ""))
+    return view
+
+
+def view_from_environ(environ: Mapping[str, Any], trusted_hops: int) -> RequestView:
+    headers = _join(
+        (key[5:].replace("_", "-").lower(), str(value)) for key, value in environ.items() if key.startswith("HTTP_")
+    )
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(key):
+            headers[key.replace("_", "-").lower()] = str(environ[key])
+    host_header = headers.get("host") or environ.get("SERVER_NAME")
+    scheme, host, ip = _effective(
+        environ.get("wsgi.url_scheme", "http"), host_header, environ.get("REMOTE_ADDR"), headers, trusted_hops
+    )
+    path = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")) or "/"
+    # PEP 3333 hands PATH_INFO over as latin-1-decoded bytes; restore the UTF-8 text.
+    try:
+        path = path.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        pass
+    view = RequestView(
+        method=environ.get("REQUEST_METHOD", "GET"),
+        scheme=scheme,
+        host=host,
+        path=path,
+        query_string=environ.get("QUERY_STRING", ""),
+        headers=headers,
+        client_ip=ip,
+        raw=environ,
+    )
+    view.cookies = parse_cookies(headers.get("cookie", ""))
+    return view
+
+
+def state_of(request: object) -> RequestState | None:
+    """The tracklayer state of a request: a Starlette/FastAPI Request, an ASGI scope, a WSGI
+    environ, a Flask request or a Django HttpRequest (WSGI `META` or ASGI `scope`)."""
+    from tracklayer_mw.engine import RequestState
+
+    candidates: list[object] = [request]
+    for attribute in ("scope", "environ", "META"):
+        candidates.append(getattr(request, attribute, None))
+    for candidate in candidates:
+        if isinstance(candidate, Mapping):
+            state = candidate.get(STATE_KEY)
+            if isinstance(state, RequestState):
+                return state
+    return None

@@ -1,0 +1,43 @@
+"""Signed, timestamped values with itsdangerous: key rotation, one salt per use, an injectable clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from itsdangerous import BadData, URLSafeTimedSerializer
+from itsdangerous.timed import TimestampSigner
+
+COOKIE_SALT = "tracklayer.context-cookie"
+LINKER_SALT = "tracklayer.linker"
+
+
+class SignedCodec:
+    """`dumps`/`loads` compact JSON; the newest key signs, every key verifies (oldest first)."""
+
+    def __init__(self, keys: Sequence[str], *, salt: str, clock: Callable[[], float]) -> None:
+        class ClockSigner(TimestampSigner):
+            def get_timestamp(self) -> int:
+                return int(clock())
+
+        self._serializer = URLSafeTimedSerializer(
+            list(keys),
+            salt=salt,
+            signer=ClockSigner,
+            serializer_kwargs={"separators": (",", ":")},
+        )
+
+    def dumps(self, value: Any) -> str:
+        token = self._serializer.dumps(value)
+        assert isinstance(token, str)
+        return token
+
+    def loads(self, token: str, *, max_age: int) -> tuple[Any, int] | None:
+        """(value, signed_at) or None for anything tampered, expired, foreign or malformed."""
+        if not token or len(token) > 4096:
+            return None
+        try:
+            value, signed_at = self._serializer.loads(token, max_age=max_age, return_timestamp=True)
+        except (BadData, ValueError, TypeError):
+            return None
+        return value, int(signed_at.timestamp())

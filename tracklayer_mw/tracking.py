@@ -1,0 +1,43 @@
+"""`track()`: a server-side event from inside a request handler, whatever the framework."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from tracklayer_mw.request import state_of
+
+logger = logging.getLogger("tracklayer_mw")
+
+
+def track(
+    request: object,
+    event: str,
+    *,
+    user: Mapping[str, Any] | None = None,
+    custom: Mapping[str, Any] | None = None,
+    event_id: str | None = None,
+    event_time: float | None = None,
+    url: str | None = None,
+) -> str | None:
+    """Queue a server-side event and return its `event_id`; `None` when nothing was queued (and why is logged).
+
+    `request` may be a Starlette/FastAPI Request, an ASGI scope, a WSGI environ, a Flask request or a
+    Django HttpRequest. No network call is made: the event is hashed and written to the outbox, and
+    the background worker sends it. A developer's mistake (unknown event, wrong types) raises
+    `ValueError`; tracking trouble never does.
+    """
+    state = state_of(request)
+    if state is None:
+        logger.warning("tracklayer: track(%r) on a request no TrackLayer middleware saw; nothing queued", event)
+        return None
+    try:
+        return state.engine.track(
+            state, event, user=user, custom=custom, event_id=event_id, event_time=event_time, url=url
+        )
+    except ValueError:
+        raise
+    except Exception:
+        logger.exception("tracklayer: track(%r) failed; nothing queued", event)
+        return None

@@ -1,0 +1,259 @@
+"""`TrackLayerWSGIMiddleware`: the engine as PEP 3333 middleware (Flask, Django WSGI, ...).
+
+The same decisions as the ASGI adapter, in WSGI's shape: `start_response` is wrapped to add
+cookies and carry the click through redirects, and the start is held back only while looking for
+`</head>` in the first chunks of an HTML body. `close()` is always forwarded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from tracklayer_mw.config import Settings
+from tracklayer_mw.endpoints import MAX_BODY, Answer, Endpoints
+from tracklayer_mw.engine import Engine, RequestState
+from tracklayer_mw.outbox import Outbox
+from tracklayer_mw.request import STATE_KEY, view_from_environ
+from tracklayer_mw.snippet import csp_nonce, inject, is_html_response
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+logger = logging.getLogger("tracklayer_mw")
+
+STREAM_LOOKAHEAD_BYTES = 32 * 1024
+STREAM_LOOKAHEAD_CHUNKS = 8
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
+_STATUS_TEXT = {200: "OK", 202: "Accepted", 302: "Found", 303: "See Other", 304: "Not Modified", 307: "Temporary Redirect"}
+
+
+@contextmanager
+def _guard(what: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception:
+        logger.exception("tracklayer: %s failed; the request goes on untouched", what)
+
+
+class TrackLayerWSGIMiddleware:
+    def __init__(
+        self,
+        app: WSGIApplication,
+        settings: Settings | None = None,
+        *,
+        engine: Engine | None = None,
+        outbox: Outbox | None = None,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.app = app
+        if engine is None:
+            engine = Engine(settings or Settings.from_env(), outbox=outbox, transport=transport, clock=clock)
+        self.engine = engine
+        self.endpoints = Endpoints(engine)
+        self._hops = engine.settings.trusted_proxy_hops
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        state: RequestState | None = None
+        route: str | None = None
+        answer: Answer | None = None
+        with _guard("reading the request"):
+            self.engine.ensure_started()
+            view = view_from_environ(environ, self._hops)
+            route = self.endpoints.route(view.path)
+            state = self.engine.begin(view)
+            if route is None:
+                clean_url = self.engine.arrival(state)
+                if clean_url is not None:
+                    answer = Answer(302, [("location", clean_url), ("cache-control", "no-store")])
+                    answer.headers.extend(("set-cookie", value) for value in self.engine.set_cookie_headers(state))
+        if route is not None:
+            return _respond(start_response, self._endpoint(route, state, environ))
+        if answer is not None:
+            return _respond(start_response, answer)
+        if state is None:
+            return self.app(environ, start_response)
+        environ[STATE_KEY] = state
+        environ["QUERY_STRING"] = state.view.query_string  # without `_tlx`
+        responder = _Responder(self, state, start_response)
+        result = self.app(environ, responder.start_response)
+        if responder.started and not responder.holding:
+            return result  # nothing to inject: the app's iterable (and its file_wrapper) goes out as is
+        return _ResponseBody(responder, result)
+
+    def _endpoint(self, route: str, state: RequestState | None, environ: WSGIEnvironment) -> Answer:
+        if state is None:
+            return Answer(503, [("content-type", "application/json")], b'{"error":"temporarily unavailable"}')
+        try:
+            if route == "t.js":
+                return self.endpoints.serve_script(state)
+            if route == "go":
+                return self.endpoints.go(state)
+            if route == "diagnostics":
+                return self.endpoints.diagnostics(state)
+            if route == "ingest":
+                refused = self.endpoints.ingest_precheck(state)
+                if refused is not None:
+                    return refused
+                body = _read_body(environ, MAX_BODY)
+                if body is None:
+                    return self.endpoints.too_large()
+                return self.endpoints.ingest(state, body)
+        except Exception:
+            logger.exception("tracklayer: the %s endpoint failed", route)
+            return Answer(503, [("content-type", "application/json")], b'{"error":"temporarily unavailable"}')
+        return Answer(404, [("content-type", "application/json")], b'{"error":"no such tracklayer endpoint"}')
+
+
+def _read_body(environ: WSGIEnvironment, limit: int) -> bytes | None:
+    """The request body, or None once it passes `limit`; reads at most limit + 1 bytes."""
+    stream = environ["wsgi.input"]
+    length = environ.get("CONTENT_LENGTH", "")
+    remaining = int(length) if length.isdigit() else limit + 1
+    if remaining > limit:
+        remaining = limit + 1
+    chunks: list[bytes] = []
+    size = 0
+    while remaining > 0:
+        chunk = stream.read(min(remaining, 16384))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        remaining -= len(chunk)
+    if size > limit:
+        return None
+    return b"".join(chunks)
+
+
+def _status_line(status: int) -> str:
+    return f"{status} {_STATUS_TEXT.get(status, 'Error' if status >= 400 else 'OK')}"
+
+
+def _respond(start_response: StartResponse, answer: Answer) -> list[bytes]:
+    headers = list(answer.headers)
+    if not any(name == "content-length" for name, _ in headers):
+        headers.append(("content-length", str(len(answer.body))))
+    start_response(_status_line(answer.status), [(name.title(), value) for name, value in headers])
+    return [answer.body]
+
+
+class _Responder:
+    def __init__(self, middleware: TrackLayerWSGIMiddleware, state: RequestState, start_response: StartResponse):
+        self.engine = middleware.engine
+        self.endpoints = middleware.endpoints
+        self.state = state
+        self.downstream = start_response
+        self.started = False
+        self.holding = False
+        self.status = ""
+        self.headers: list[tuple[str, str]] = []
+        self.tag = b""
+
+    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None) -> Any:
+        self.started = True
+        self.holding = False
+        headers = list(headers)
+        with _guard("editing the response headers"):
+            headers = self._edit(status, headers)
+        if exc_info is not None:
+            return self.downstream(status, headers, exc_info)  # only pass exc_info when given
+        if self.holding:
+            self.status, self.headers = status, headers
+            return self._write_while_holding
+        return self.downstream(status, headers)
+
+    def _edit(self, status: str, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        code = int(status.split(" ", 1)[0])
+
+        def get(name: str) -> str | None:
+            return next((value for key, value in headers if key.lower() == name), None)
+
+        cookies = self.engine.set_cookie_headers(self.state, cache_control=get("cache-control"))
+        headers.extend(("Set-Cookie", value) for value in cookies)
+        location = get("location")
+        if 300 <= code < 400 and location:
+            rewritten = self.engine.redirect_location(self.state, location)
+            if rewritten is not None:
+                headers = [(key, rewritten if key.lower() == "location" else value) for key, value in headers]
+        if (
+            self.engine.settings.inject_snippet
+            and not self.state.injected
+            and is_html_response(code, get("content-type"), get("content-encoding"), self.state.view.method)
+        ):
+            csp = [value for key, value in headers if key.lower() == "content-security-policy"]
+            self.tag = self.endpoints.tag_html(self.state, csp_nonce(csp)).encode()
+            self.holding = True
+        return headers
+
+    def _write_while_holding(self, data: bytes) -> None:
+        # The legacy write() callable: the app streams imperatively, so give up on injection.
+        write = self.release()
+        write(data)
+
+    def release(self, extra_length: int = 0) -> Callable[[bytes], object]:
+        self.holding = False
+        headers = self.headers
+        if extra_length:
+            headers = [
+                (key, str(int(value) + extra_length) if key.lower() == "content-length" and value.isdigit() else value)
+                for key, value in headers
+            ]
+        return self.downstream(self.status, headers)
+
+
+class _ResponseBody:
+    """The app's body, with the snippet injected when `</head>` shows up early; close() forwarded."""
+
+    def __init__(self, responder: _Responder, result: Iterable[bytes]) -> None:
+        self.responder = responder
+        self.result = result
+
+    def __iter__(self) -> Iterator[bytes]:
+        responder = self.responder
+        chunks: list[bytes] = []
+        iterator = iter(self.result)
+        for chunk in iterator:
+            if not responder.holding:
+                if chunks:
+                    yield b"".join(chunks)
+                    chunks = []
+                yield chunk
+                continue
+            chunks.append(chunk)
+            body = b"".join(chunks)
+            if b"</head" in body.lower():
+                yield from self._inject(body)
+                chunks = []
+            elif len(body) > STREAM_LOOKAHEAD_BYTES or len(chunks) > STREAM_LOOKAHEAD_CHUNKS:
+                responder.release()
+                yield body
+                chunks = []
+        if responder.holding:
+            yield from self._inject(b"".join(chunks))
+        elif chunks:
+            yield b"".join(chunks)
+
+    def _inject(self, body: bytes) -> Iterator[bytes]:
+        injected = None
+        with _guard("injecting the snippet"):
+            injected = inject(body, self.responder.tag)
+        if injected is None:
+            self.responder.release()
+            if body:
+                yield body
+            return
+        self.responder.release(len(injected) - len(body))
+        yield injected
+
+    def close(self) -> None:
+        close = getattr(self.result, "close", None)
+        if close is not None:
+            close()
