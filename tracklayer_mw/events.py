@@ -6,7 +6,6 @@ the spot, so nothing raw ever reaches the outbox. Errors name the field path.
 
 from __future__ import annotations
 
-import math
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -38,7 +37,7 @@ EVENT_NAMES: dict[str, tuple[str, str]] = {
 MAX_AGE_SECONDS = 7 * 24 * 3600
 MAX_FUTURE_SECONDS = 5 * 60
 MAX_ORDER_ID_LENGTH = 100
-EVENT_ID_RE = re.compile(r"^[A-Za-z0-9._~:%-]{1,128}$")
+EVENT_ID_RE = re.compile(r"^[A-Za-z0-9._~:%-]{1,128}\Z")  # \Z: "$" would let a trailing newline through
 _CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
 _MILLISECONDS_FROM = 100_000_000_000  # a seconds value this large would be the year 5138
 _TOP_LEVEL = {"event", "event_id", "event_time", "url", "user", "custom", "pixel"}
@@ -169,7 +168,7 @@ def merge_payloads(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         elif key in ("pixel", "opt_out"):
             merged[key] = bool(old.get(key)) or bool(value)
         elif key == "source":
-            merged[key] = "+".join(sorted(set(str(old.get(key, "")).split("+")) | {str(value)}) - {""})
+            merged[key] = "+".join(sorted((set(str(old.get(key, "")).split("+")) | {str(value)}) - {""}))
         elif merged.get(key) in (None, "", [], {}):
             merged[key] = value
     return merged
@@ -189,7 +188,8 @@ def _as_mapping(value: object, path: str) -> Mapping[str, Any]:
 def _parse_event_time(value: object, now: float) -> int:
     if value is None:
         return int(now)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    # A range check, not math.isfinite() (OverflowError on a huge JSON integer); NaN and inf fail it too.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not -(2**63) <= value < 2**63:
         raise EventError("event_time", "must be a Unix time in seconds (or milliseconds)")
     seconds = value / 1000 if value >= _MILLISECONDS_FROM else value
     if seconds < now - MAX_AGE_SECONDS:
@@ -204,7 +204,10 @@ def _parse_url(value: object) -> str | None:
         return None
     if not isinstance(value, str) or len(value) > 2048:
         raise EventError("url", "must be an absolute http(s) URL of at most 2048 characters")
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. "http://[::1" (unbalanced IPv6 brackets)
+        raise EventError("url", "must be an absolute http(s) URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or any(ch in value for ch in "\r\n\t "):
         raise EventError("url", "must be an absolute http(s) URL")
     return value
@@ -229,7 +232,8 @@ def _money(value: object, path: str) -> str:
         raise EventError(path, "must be a number") from None
     if not amount.is_finite() or abs(amount) >= Decimal(10) ** 12:
         raise EventError(path, "must be a finite number below 10^12")
-    return format(amount.normalize(), "f")
+    # Round to 12 places first: "1e-999999" (9 bytes) would otherwise become a million-character string.
+    return format(amount.quantize(Decimal("1e-12")).normalize(), "f")
 
 
 def _count(value: object, path: str) -> int:
