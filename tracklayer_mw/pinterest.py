@@ -131,7 +131,7 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²" (latin-1 0xB2) is a digit to isdigit() but not to float()
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value).timestamp()
@@ -164,6 +164,10 @@ def classify(status: int, headers: Mapping[str, str], body: bytes, count: int) -
     data = _json(body)
     message = _short(data.get("message")) if isinstance(data, Mapping) else _short(body[:200].decode(errors="replace"))
     if status == 200:
+        if not isinstance(data, Mapping):
+            # Not Pinterest's JSON (a proxy or captive portal page, a wrong api_base): nothing was judged.
+            message = f"HTTP 200 without a JSON answer: {message}".strip()
+            return SendOutcome("retry", message=message, status=status)
         results = _per_event(data, count) or tuple(EventResult(processed=True) for _ in range(count))
         return SendOutcome("results", results, status=status)
     if status == 422:
@@ -218,6 +222,6 @@ class PinterestAdapter:
             response = client.post(self.url, content=body, headers=self._headers, params=params)
         except httpx.TimeoutException:
             return SendOutcome("retry", message="timed out waiting for Pinterest")
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:  # TransportError, and DecodingError from a garbled gzip body
             return SendOutcome("retry", message=f"could not reach Pinterest ({type(exc).__name__})")
         return classify(response.status_code, response.headers, response.content, len(events))
