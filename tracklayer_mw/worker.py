@@ -40,7 +40,8 @@ def backoff(
     rand: Callable[[], float] = random.random,
 ) -> float:
     """Exponential delay with jitter; `Retry-After` is a floor. Attempt 1 waits 1-2 s."""
-    delay = min(cap, base * 2 ** max(0, attempt - 1)) * (0.5 + rand() / 2)
+    # The exponent is clamped: 2.0 * 2**1100 overflows a float, and attempts grow with every claim.
+    delay = min(cap, base * 2 ** min(max(0, attempt - 1), 40)) * (0.5 + rand() / 2)
     if retry_after is not None:
         delay = max(delay, min(retry_after, 3600.0))
     return delay
@@ -147,7 +148,10 @@ class Deliverer:
             self.outbox.retry(ids, at=at, error=outcome.message)
         if expired:
             self._bury(expired, f"would be older than 7 days at the next try ({outcome.message})", now)
-        self._log(now, [(event, "retry", outcome.message, "") for event in events])
+        # Expired rows were logged "dead" by _bury() already: one log entry per outcome.
+        dead = {row.id for row in expired}
+        pairs = zip(rows, events, strict=True)
+        self._log(now, [(event, "retry", outcome.message, "") for row, event in pairs if row.id not in dead])
         if outcome.rate_limited:
             self.paused_until = now + backoff(min(row.attempts for row in rows), outcome.retry_after, rand=self._rand)
         logger.warning("tracklayer: delivery of %d events will be retried: %s", len(rows), outcome.message)
