@@ -229,7 +229,11 @@ class _Responder:
             await self.downstream({"type": "http.response.body", "body": injected, "more_body": more})
             self.passthrough = True
             return
-        if not more or self.buffered_size > STREAM_LOOKAHEAD_BYTES or len(self.buffered) > STREAM_LOOKAHEAD_CHUNKS:
+        if (
+            not more
+            or self.buffered_size > STREAM_LOOKAHEAD_BYTES
+            or len(self.buffered) > STREAM_LOOKAHEAD_CHUNKS
+        ):
             await self._release(more_body=more)
 
     async def _release(self, *, more_body: bool = True) -> None:

@@ -72,7 +72,9 @@ class ClickContext:
         ):
             return None
         pairs = tuple(
-            (key, value[:_MAX_UTM]) for key, value in utm.items() if key in UTM_KEYS and isinstance(value, str)
+            (key, value[:_MAX_UTM])
+            for key, value in utm.items()
+            if key in UTM_KEYS and isinstance(value, str)
         )
         return cls(epik, str(source), clicked_at, landing[:_MAX_LANDING] if landing else None, pairs)
 
@@ -95,7 +97,9 @@ def epik_from_params(params: Mapping[str, Sequence[str]]) -> str | None:
     return None
 
 
-def click_from_url(url: str, params: Mapping[str, Sequence[str]], *, source: str, now: float) -> ClickContext | None:
+def click_from_url(
+    url: str, params: Mapping[str, Sequence[str]], *, source: str, now: float
+) -> ClickContext | None:
     epik = epik_from_params(params)
     if epik is None:
         return None

@@ -58,7 +58,9 @@ class CookieJar:
             return None
         data, issued_at = loaded
         digest = data.get("d")
-        return Remembered(ClickContext.from_dict(data.get("c")), digest if isinstance(digest, str) else "", issued_at)
+        return Remembered(
+            ClickContext.from_dict(data.get("c")), digest if isinstance(digest, str) else "", issued_at
+        )
 
     def set_cookie_headers(
         self, context: ClickContext | None, tag_values: Mapping[str, str], *, host: str | None, secure: bool
@@ -72,7 +74,9 @@ class CookieJar:
         domain = self._domain_for(host)
         headers = [self._header(name, value, domain=domain, secure=secure) for name, value in values.items()]
         headers.append(
-            self._header(CONTEXT_COOKIE, self._codec.dumps(remember), domain=domain, secure=secure, http_only=True)
+            self._header(
+                CONTEXT_COOKIE, self._codec.dumps(remember), domain=domain, secure=secure, http_only=True
+            )
         )
         return headers
 

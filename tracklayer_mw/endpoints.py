@@ -46,7 +46,9 @@ def json_answer(status: int, payload: dict[str, Any], headers: list[tuple[str, s
 class RateLimiter:
     """A token bucket per client, in memory, bounded: the oldest idle clients are forgotten first."""
 
-    def __init__(self, per_minute: int, *, clock: Callable[[], float] = time.monotonic, max_clients: int = 10_000):
+    def __init__(
+        self, per_minute: int, *, clock: Callable[[], float] = time.monotonic, max_clients: int = 10_000
+    ):
         self.rate = per_minute / 60.0
         self.burst = max(10.0, per_minute / 10.0)
         self._clock = clock
@@ -88,7 +90,7 @@ class Endpoints:
         self._static_tag = render_tag(script_url=self.script_url, config=self._base_config)
 
     def route(self, path: str) -> str | None:
-        """The endpoint a path names ("t.js", "ingest", "go", "diagnostics", "unknown"), or None when not ours."""
+        """The endpoint a path names ("t.js", "ingest", "go", "diagnostics", "unknown"); None: not ours."""
         if path != self.prefix and not path.startswith(self.prefix + "/"):
             return None
         name = path[len(self.prefix) + 1 :]
@@ -115,7 +117,10 @@ class Endpoints:
             ("cache-control", "public, max-age=3600"),
         ]
         if_none_match = state.view.headers.get("if-none-match", "")
-        if self.etag in [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")] or if_none_match == "*":
+        if (
+            self.etag in [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+            or if_none_match == "*"
+        ):
             return Answer(304, headers)
         body = b"" if state.view.method == "HEAD" else self.script
         return Answer(200, [*headers, ("content-length", str(len(self.script)))], body)
@@ -136,7 +141,9 @@ class Endpoints:
         if length.isdigit() and int(length) > MAX_BODY:
             return self.too_large()
         if not self.limiter.allow(view.client_ip or "unknown"):
-            return json_answer(429, {"error": "rate: too many requests from this client"}, [("retry-after", "10")])
+            return json_answer(
+                429, {"error": "rate: too many requests from this client"}, [("retry-after", "10")]
+            )
         return None
 
     def too_large(self) -> Answer:
@@ -150,12 +157,14 @@ class Endpoints:
                 host = urlsplit(origin.strip()).hostname
             except ValueError:
                 return False
-            return host is not None and (host == view.host or self.engine.settings.is_cookie_domain_host(host))
+            return host is not None and (
+                host == view.host or self.engine.settings.is_cookie_domain_host(host)
+            )
         # Without Origin, browsers still say where a request came from; non-browser clients say neither.
         return view.headers.get("sec-fetch-site", "").strip().lower() != "cross-site"
 
     def ingest(self, state: RequestState, body: bytes) -> Answer:
-        """Validate, enrich and durably queue the browser's events. Blocking (SQLite): run off the event loop."""
+        """Validate, enrich and durably queue the browser's events. Blocking (SQLite): run off the loop."""
         try:
             document = json.loads(body.decode("utf-8"))
         except UnicodeDecodeError:
@@ -196,7 +205,10 @@ class Endpoints:
         final = [self.engine.attach(state, event) for event in accepted]
         for event in [event for event in final if not event.has_match_keys]:
             rejected.append(
-                {"index": final.index(event), "error": "user: needs an email, or the client's IP and user agent"}
+                {
+                    "index": final.index(event),
+                    "error": "user: needs an email, or the client's IP and user agent",
+                }
             )
         final = [event for event in final if event.has_match_keys]
         if not final:
@@ -206,7 +218,9 @@ class Endpoints:
             self.engine.queue(final)
         except Exception:
             logger.exception("tracklayer: the outbox could not store %d events", len(final))
-            return json_answer(503, {"error": "outbox: temporarily unavailable, retry later"}, [("retry-after", "5")])
+            return json_answer(
+                503, {"error": "outbox: temporarily unavailable, retry later"}, [("retry-after", "5")]
+            )
         answer: dict[str, Any] = {"accepted": len(final), "event_ids": [event.event_id for event in final]}
         if rejected:
             answer["rejected"] = rejected

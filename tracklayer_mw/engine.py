@@ -113,7 +113,7 @@ class Engine:
             self._started_pid = os.getpid()
 
     def ensure_started(self) -> None:
-        """Where there is no lifespan (WSGI, --lifespan off, a forked worker), the first request starts delivery."""
+        """Without a lifespan (WSGI, --lifespan off, a forked worker), the first request starts delivery."""
         if self._started_pid != os.getpid() or not self.deliverer.is_alive:
             self.start()
 
@@ -160,11 +160,13 @@ class Engine:
         try:
             return bool(consent(view))
         except Exception:
-            logger.exception("tracklayer: the consent callable failed; treating the request as without consent")
+            logger.exception(
+                "tracklayer: the consent callable failed; treating the request as without consent"
+            )
             return False
 
     def arrival(self, state: RequestState) -> str | None:
-        """A request carrying a linker token: adopt its context; for GET/HEAD return the clean URL to redirect to."""
+        """A request with a linker token: adopt its context; for GET/HEAD, the clean URL to redirect to."""
         query, token = without_param(state.view.query_string, TOKEN_PARAM)
         if token is None:
             return None
@@ -181,7 +183,7 @@ class Engine:
         return quote(path, safe="/%:@!$&'()*+,;=-._~") + (f"?{query}" if query else "")
 
     def set_cookie_headers(self, state: RequestState, *, cache_control: str | None = None) -> list[str]:
-        """Set-Cookie values for this response, or none: nothing new, refreshed today, no consent, or cacheable."""
+        """The Set-Cookie values: none if nothing is new, it was refreshed today, no consent, cacheable."""
         if state.cookies_issued or not state.consent or state.bot or is_shared_cacheable(cache_control):
             return []
         values = dict(state.tag_values)
@@ -272,7 +274,12 @@ class Engine:
     ) -> str | None:
         if user is not None and not isinstance(user, Mapping):
             raise ValueError("user: must be a mapping of field names to values")
-        raw: dict[str, Any] = {"event": event, "custom": custom, "event_id": event_id, "event_time": event_time}
+        raw: dict[str, Any] = {
+            "event": event,
+            "custom": custom,
+            "event_id": event_id,
+            "event_time": event_time,
+        }
         if url is not None:
             raw["url"] = url
         try:

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunspli
 from tracklayer_mw.context import ClickContext
 from tracklayer_mw.signing import LINKER_SALT, SignedCodec
 
-TOKEN_PARAM = "_tlx"
+TOKEN_PARAM = "_tlx"  # noqa: S105 - a query parameter name, not a password
 TOKEN_MAX_AGE = 600
 _SEEN_LIMIT = 50_000
 

@@ -6,6 +6,7 @@ finds the per-request state again from whatever request object a host app hands 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
@@ -82,10 +83,14 @@ def _join(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 
 def view_from_scope(scope: Mapping[str, Any], trusted_hops: int) -> RequestView:
-    headers = _join((name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in scope["headers"])
+    headers = _join(
+        (name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in scope["headers"]
+    )
     client = scope.get("client")
     peer = client[0] if client else None
-    scheme, host, ip = _effective(scope.get("scheme", "http"), headers.get("host"), peer, headers, trusted_hops)
+    scheme, host, ip = _effective(
+        scope.get("scheme", "http"), headers.get("host"), peer, headers, trusted_hops
+    )
     path = scope.get("path", "/")
     view = RequestView(
         method=scope.get("method", "GET"),
@@ -103,7 +108,9 @@ def view_from_scope(scope: Mapping[str, Any], trusted_hops: int) -> RequestView:
 
 def view_from_environ(environ: Mapping[str, Any], trusted_hops: int) -> RequestView:
     headers = _join(
-        (key[5:].replace("_", "-").lower(), str(value)) for key, value in environ.items() if key.startswith("HTTP_")
+        (key[5:].replace("_", "-").lower(), str(value))
+        for key, value in environ.items()
+        if key.startswith("HTTP_")
     )
     for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
         if environ.get(key):
@@ -114,10 +121,8 @@ def view_from_environ(environ: Mapping[str, Any], trusted_hops: int) -> RequestV
     )
     path = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")) or "/"
     # PEP 3333 hands PATH_INFO over as latin-1-decoded bytes; restore the UTF-8 text.
-    try:
+    with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
         path = path.encode("latin-1").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        pass
     view = RequestView(
         method=environ.get("REQUEST_METHOD", "GET"),
         scheme=scheme,

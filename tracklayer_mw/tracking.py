@@ -21,7 +21,7 @@ def track(
     event_time: float | None = None,
     url: str | None = None,
 ) -> str | None:
-    """Queue a server-side event and return its `event_id`; `None` when nothing was queued (and why is logged).
+    """Queue a server-side event and return its `event_id`; `None` when nothing was queued (why is logged).
 
     `request` may be a Starlette/FastAPI Request, an ASGI scope, a WSGI environ, a Flask request or a
     Django HttpRequest. No network call is made: the event is hashed and written to the outbox, and
@@ -30,7 +30,9 @@ def track(
     """
     state = state_of(request)
     if state is None:
-        logger.warning("tracklayer: track(%r) on a request no TrackLayer middleware saw; nothing queued", event)
+        logger.warning(
+            "tracklayer: track(%r) on a request no TrackLayer middleware saw; nothing queued", event
+        )
         return None
     try:
         return state.engine.track(

@@ -31,7 +31,14 @@ logger = logging.getLogger("tracklayer_mw")
 STREAM_LOOKAHEAD_BYTES = 32 * 1024
 STREAM_LOOKAHEAD_CHUNKS = 8
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
-_STATUS_TEXT = {200: "OK", 202: "Accepted", 302: "Found", 303: "See Other", 304: "Not Modified", 307: "Temporary Redirect"}
+_STATUS_TEXT = {
+    200: "OK",
+    202: "Accepted",
+    302: "Found",
+    303: "See Other",
+    304: "Not Modified",
+    307: "Temporary Redirect",
+}
 
 
 @contextmanager
@@ -73,7 +80,9 @@ class TrackLayerWSGIMiddleware:
                 clean_url = self.engine.arrival(state)
                 if clean_url is not None:
                     answer = Answer(302, [("location", clean_url), ("cache-control", "no-store")])
-                    answer.headers.extend(("set-cookie", value) for value in self.engine.set_cookie_headers(state))
+                    answer.headers.extend(
+                        ("set-cookie", value) for value in self.engine.set_cookie_headers(state)
+                    )
         if route is not None:
             return _respond(start_response, self._endpoint(route, state, environ))
         if answer is not None:
@@ -146,7 +155,9 @@ def _respond(start_response: StartResponse, answer: Answer) -> list[bytes]:
 
 
 class _Responder:
-    def __init__(self, middleware: TrackLayerWSGIMiddleware, state: RequestState, start_response: StartResponse):
+    def __init__(
+        self, middleware: TrackLayerWSGIMiddleware, state: RequestState, start_response: StartResponse
+    ):
         self.engine = middleware.engine
         self.endpoints = middleware.endpoints
         self.state = state
@@ -157,7 +168,9 @@ class _Responder:
         self.headers: list[tuple[str, str]] = []
         self.tag = b""
 
-    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None) -> Any:
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+    ) -> Any:
         self.started = True
         self.holding = False
         headers = list(headers)
@@ -203,7 +216,12 @@ class _Responder:
         headers = self.headers
         if extra_length:
             headers = [
-                (key, str(int(value) + extra_length) if key.lower() == "content-length" and value.isdigit() else value)
+                (
+                    key,
+                    str(int(value) + extra_length)
+                    if key.lower() == "content-length" and value.isdigit()
+                    else value,
+                )
                 for key, value in headers
             ]
         return self.downstream(self.status, headers)
