@@ -77,7 +77,9 @@ class Adapter(Protocol):
 def to_pinterest(event: Event) -> dict[str, Any]:
     """One element of `data[]`, valid against ConversionEvents in the official schema."""
     user: dict[str, Any] = {
-        USER_FIELDS[name]: list(values) for name, values in event.user.items() if values and name in USER_FIELDS
+        USER_FIELDS[name]: list(values)
+        for name, values in event.user.items()
+        if values and name in USER_FIELDS
     }
     if event.client_ip:
         user["client_ip_address"] = event.client_ip
@@ -144,8 +146,8 @@ def _per_event(data: Any, count: int) -> tuple[EventResult, ...] | None:
     if not isinstance(data, Mapping) or not isinstance(data.get("events"), list):
         return None
     results = []
-    for entry in data["events"][:count]:
-        entry = entry if isinstance(entry, Mapping) else {}
+    for item in data["events"][:count]:
+        entry = item if isinstance(item, Mapping) else {}
         results.append(
             EventResult(
                 processed=entry.get("status") != "failed",
@@ -162,7 +164,11 @@ def _per_event(data: Any, count: int) -> tuple[EventResult, ...] | None:
 def classify(status: int, headers: Mapping[str, str], body: bytes, count: int) -> SendOutcome:
     """Decide, from Pinterest's answer alone, what happens to each of the `count` events sent."""
     data = _json(body)
-    message = _short(data.get("message")) if isinstance(data, Mapping) else _short(body[:200].decode(errors="replace"))
+    message = (
+        _short(data.get("message"))
+        if isinstance(data, Mapping)
+        else _short(body[:200].decode(errors="replace"))
+    )
     if status == 200:
         if not isinstance(data, Mapping):
             # Not Pinterest's JSON (a proxy or captive portal page, a wrong api_base): nothing was judged.
@@ -172,13 +178,17 @@ def classify(status: int, headers: Mapping[str, str], body: bytes, count: int) -
         return SendOutcome("results", results, status=status)
     if status == 422:
         details = data.get("details") if isinstance(data, Mapping) else None
-        results = _per_event(details, count)
-        if results is None:
-            results = tuple(EventResult(processed=False, error=message or "rejected (422)") for _ in range(count))
-        return SendOutcome("results", results, message=message, status=status)
+        judged = _per_event(details, count)
+        if judged is None:
+            judged = tuple(
+                EventResult(processed=False, error=message or "rejected (422)") for _ in range(count)
+            )
+        return SendOutcome("results", judged, message=message, status=status)
     if status in (408, 425, 429) or status >= 500:
         retry_after = retry_after_seconds(headers.get("retry-after"))
-        return SendOutcome("retry", message=f"HTTP {status}: {message}".strip(), status=status, retry_after=retry_after)
+        return SendOutcome(
+            "retry", message=f"HTTP {status}: {message}".strip(), status=status, retry_after=retry_after
+        )
     return SendOutcome("reject", message=f"HTTP {status}: {explain(status, message)}", status=status)
 
 
@@ -190,7 +200,8 @@ def explain(status: int, message: str = "") -> str:
         "(Conversions > Set up API) and set TRACKLAYER_PINTEREST_ACCESS_TOKEN",
         403: "the token's user has no access to this ad account: check TRACKLAYER_PINTEREST_AD_ACCOUNT_ID, "
         "or give the token's user an Admin, Analyst, Audience or Campaign role on it",
-        404: "no such ad account or endpoint: check TRACKLAYER_PINTEREST_AD_ACCOUNT_ID and TRACKLAYER_PINTEREST_API_BASE",
+        404: "no such ad account or endpoint: check TRACKLAYER_PINTEREST_AD_ACCOUNT_ID and "
+        "TRACKLAYER_PINTEREST_API_BASE",
     }
     hint = hints.get(status, "Pinterest refused the request")
     return f"{hint} ({message})" if message else hint
@@ -203,7 +214,9 @@ class PinterestAdapter:
     name = "pinterest"
     max_batch = MAX_BATCH
 
-    def __init__(self, *, ad_account_id: str, access_token: str, api_base: str, test_mode: bool = False) -> None:
+    def __init__(
+        self, *, ad_account_id: str, access_token: str, api_base: str, test_mode: bool = False
+    ) -> None:
         self.url = f"{api_base.rstrip('/')}/ad_accounts/{ad_account_id}/events"
         self._headers = {
             "Authorization": f"Bearer {access_token}",

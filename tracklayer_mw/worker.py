@@ -41,7 +41,7 @@ def backoff(
 ) -> float:
     """Exponential delay with jitter; `Retry-After` is a floor. Attempt 1 waits 1-2 s."""
     # The exponent is clamped: 2.0 * 2**1100 overflows a float, and attempts grow with every claim.
-    delay = min(cap, base * 2 ** min(max(0, attempt - 1), 40)) * (0.5 + rand() / 2)
+    delay = min(cap, base * 2.0 ** min(max(0, attempt - 1), 40)) * (0.5 + rand() / 2)
     if retry_after is not None:
         delay = max(delay, min(retry_after, 3600.0))
     return delay
@@ -94,8 +94,8 @@ class Deliverer:
             if not self._warned_no_credentials:
                 self._warned_no_credentials = True
                 logger.warning(
-                    "tracklayer: no Pinterest credentials; events are kept in the outbox until they can be sent "
-                    "(set TRACKLAYER_PINTEREST_AD_ACCOUNT_ID and TRACKLAYER_PINTEREST_ACCESS_TOKEN)"
+                    "tracklayer: no Pinterest credentials; events are kept in the outbox until they can be "
+                    "sent (set TRACKLAYER_PINTEREST_AD_ACCOUNT_ID and TRACKLAYER_PINTEREST_ACCESS_TOKEN)"
                 )
             return 0
         if now < self.paused_until:
@@ -113,11 +113,17 @@ class Deliverer:
             self._settle(fresh, events, outcome, self._clock())
         return len(claimed)
 
-    def _settle(self, rows: Sequence[ClaimedEvent], events: Sequence[Event], outcome: SendOutcome, now: float) -> None:
+    def _settle(
+        self, rows: Sequence[ClaimedEvent], events: Sequence[Event], outcome: SendOutcome, now: float
+    ) -> None:
         if outcome.kind == "results":
             done = [row.id for row, result in zip(rows, outcome.results, strict=True) if result.processed]
-            failed = [(row.id, result.error or "failed") for row, result in zip(rows, outcome.results, strict=True)]
-            failed = [item for item, result in zip(failed, outcome.results, strict=True) if not result.processed]
+            failed = [
+                (row.id, result.error or "failed") for row, result in zip(rows, outcome.results, strict=True)
+            ]
+            failed = [
+                item for item, result in zip(failed, outcome.results, strict=True) if not result.processed
+            ]
             self.outbox.ack(done)
             self.outbox.bury(failed, now=now)
             self._log(
@@ -128,7 +134,9 @@ class Deliverer:
                 ],
             )
             if failed:
-                logger.warning("tracklayer: Pinterest failed %d of %d events (dead letters)", len(failed), len(rows))
+                logger.warning(
+                    "tracklayer: Pinterest failed %d of %d events (dead letters)", len(failed), len(rows)
+                )
             return
         if outcome.kind == "reject":
             self.outbox.bury([(row.id, outcome.message) for row in rows], now=now)
@@ -153,7 +161,9 @@ class Deliverer:
         pairs = zip(rows, events, strict=True)
         self._log(now, [(event, "retry", outcome.message, "") for row, event in pairs if row.id not in dead])
         if outcome.rate_limited:
-            self.paused_until = now + backoff(min(row.attempts for row in rows), outcome.retry_after, rand=self._rand)
+            self.paused_until = now + backoff(
+                min(row.attempts for row in rows), outcome.retry_after, rand=self._rand
+            )
         logger.warning("tracklayer: delivery of %d events will be retried: %s", len(rows), outcome.message)
 
     def _bury(self, rows: Sequence[ClaimedEvent], reason: str, now: float) -> None:
@@ -184,10 +194,14 @@ class Deliverer:
     def _housekeeping(self, now: float) -> None:
         self._next_housekeeping = now + HOUSEKEEPING_SECONDS
         expired = self.outbox.bury_expired(
-            event_time_before=int(now - SEND_AGE_LIMIT), reason="older than 7 days before it could be sent", now=now
+            event_time_before=int(now - SEND_AGE_LIMIT),
+            reason="older than 7 days before it could be sent",
+            now=now,
         )
         if expired:
-            logger.warning("tracklayer: %d queued events passed the 7-day limit and became dead letters", expired)
+            logger.warning(
+                "tracklayer: %d queued events passed the 7-day limit and became dead letters", expired
+            )
         self.outbox.purge_log(before=now - LOG_RETENTION_SECONDS)
 
     def _http_client(self) -> httpx.Client:
@@ -251,7 +265,10 @@ class Deliverer:
             self._stopping.wait(LINGER_SECONDS)
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until nothing is due for sending. True when drained; False on timeout (the events stay queued)."""
+        """Wait until nothing is due for sending.
+
+        True when drained; False on timeout (the events stay queued).
+        """
         if self.adapter is None:
             return False  # nothing can leave without credentials
         deadline = time.monotonic() + timeout
@@ -263,7 +280,9 @@ class Deliverer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 counts = self.outbox.counts(now=now)
-                logger.info("tracklayer: flush timed out; %d events stay queued", counts.pending + counts.retrying)
+                logger.info(
+                    "tracklayer: flush timed out; %d events stay queued", counts.pending + counts.retrying
+                )
                 return False
             if not self.is_alive:
                 if self.run_once() == 0:
@@ -274,7 +293,8 @@ class Deliverer:
             with self._cycle:
                 seen = self._cycles
                 self.wake()
-                self._cycle.wait_for(lambda: self._cycles > seen, timeout=min(remaining, 1.0))
+                # wait_for() calls the lambda within this iteration: the late binding B023 warns of is moot.
+                self._cycle.wait_for(lambda: self._cycles > seen, timeout=min(remaining, 1.0))  # noqa: B023
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
