@@ -361,6 +361,7 @@ def test_script_answers_304_to_a_matching_if_none_match(rig: Rig) -> None:
     response = fetch(client, "GET", "/_tl/t.js", headers={"if-none-match": f"W/{etag}"})
     assert (response.status_code, response.content) == (304, b"")
     assert response.headers["etag"] == etag
+    assert "content-length" not in response.headers  # RFC 9110: it would have to be the 200's length
 
 
 def test_script_refuses_post(rig: Rig) -> None:

@@ -18,7 +18,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracklayer_mw.config import Settings
-from tracklayer_mw.endpoints import MAX_BODY, Answer, Endpoints
+from tracklayer_mw.endpoints import MAX_BODY, Answer, Endpoints, redirect_answer
 from tracklayer_mw.engine import Engine, RequestState
 from tracklayer_mw.outbox import Outbox
 from tracklayer_mw.request import STATE_KEY, view_from_scope
@@ -76,9 +76,7 @@ class TrackLayerMiddleware:
             if route is None:
                 clean_url = self.engine.arrival(state)
                 if clean_url is not None:
-                    cookies = self.engine.set_cookie_headers(state)
-                    answer = Answer(302, [("location", clean_url), ("cache-control", "no-store")])
-                    answer.headers.extend(("set-cookie", value) for value in cookies)
+                    answer = redirect_answer(302, clean_url, self.engine.set_cookie_headers(state))
         if route is not None:
             await self._send_answer(send, await self._endpoint(route, state, receive))
             return
@@ -136,7 +134,7 @@ class TrackLayerMiddleware:
     @staticmethod
     async def _send_answer(send: Send, answer: Answer) -> None:
         headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers]
-        if not any(name == b"content-length" for name, _ in headers):
+        if answer.status != 304 and not any(name == b"content-length" for name, _ in headers):
             headers.append((b"content-length", str(len(answer.body)).encode()))
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})
         await send({"type": "http.response.body", "body": answer.body})

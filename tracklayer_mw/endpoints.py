@@ -39,6 +39,12 @@ class Answer:
     body: bytes = b""
 
 
+def redirect_answer(status: int, location: str, cookies: list[str]) -> Answer:
+    """A redirect tracklayer answers itself: never cached, and typed (PEP 3333 servers may insist)."""
+    headers = [("location", location), ("cache-control", "no-store"), ("content-type", "text/plain")]
+    return Answer(status, [*headers, *(("set-cookie", value) for value in cookies)])
+
+
 def json_answer(status: int, payload: dict[str, Any], headers: list[tuple[str, str]] | None = None) -> Answer:
     return Answer(status, [*_JSON, *(headers or [])], json.dumps(payload, separators=(",", ":")).encode())
 
@@ -111,19 +117,19 @@ class Endpoints:
     def serve_script(self, state: RequestState) -> Answer:
         if state.view.method not in ("GET", "HEAD"):
             return json_answer(405, {"error": "use GET"}, [("allow", "GET, HEAD")])
-        headers = [
-            ("content-type", "application/javascript; charset=utf-8"),
-            ("etag", self.etag),
-            ("cache-control", "public, max-age=3600"),
-        ]
+        headers = [("etag", self.etag), ("cache-control", "public, max-age=3600")]
         if_none_match = state.view.headers.get("if-none-match", "")
         if (
             self.etag in [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
             or if_none_match == "*"
         ):
-            return Answer(304, headers)
+            return Answer(304, headers)  # no Content-Type or Content-Length: they would describe no body
         body = b"" if state.view.method == "HEAD" else self.script
-        return Answer(200, [*headers, ("content-length", str(len(self.script)))], body)
+        headers += [
+            ("content-type", "application/javascript; charset=utf-8"),
+            ("content-length", str(len(self.script))),
+        ]
+        return Answer(200, headers, body)
 
     # --- ingest ----------------------------------------------------------------------------------
 
@@ -252,8 +258,7 @@ class Endpoints:
         if state.context is not None and state.consent and not state.bot:
             target = with_param(target, TOKEN_PARAM, self.engine.linker.mint(state.context, host))
         status = 303 if state.view.method in ("GET", "HEAD") else 307  # 307 re-posts a form's body
-        cookies = [("set-cookie", value) for value in self.engine.set_cookie_headers(state)]
-        return Answer(status, [("location", target), ("cache-control", "no-store"), *cookies])
+        return redirect_answer(status, target, self.engine.set_cookie_headers(state))
 
     # --- diagnostics -----------------------------------------------------------------------------
 

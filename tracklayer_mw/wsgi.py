@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from tracklayer_mw.config import Settings
-from tracklayer_mw.endpoints import MAX_BODY, Answer, Endpoints
+from tracklayer_mw.endpoints import MAX_BODY, Answer, Endpoints, redirect_answer
 from tracklayer_mw.engine import Engine, RequestState
 from tracklayer_mw.outbox import Outbox
 from tracklayer_mw.request import STATE_KEY, view_from_environ
@@ -79,10 +79,7 @@ class TrackLayerWSGIMiddleware:
             if route is None:
                 clean_url = self.engine.arrival(state)
                 if clean_url is not None:
-                    answer = Answer(302, [("location", clean_url), ("cache-control", "no-store")])
-                    answer.headers.extend(
-                        ("set-cookie", value) for value in self.engine.set_cookie_headers(state)
-                    )
+                    answer = redirect_answer(302, clean_url, self.engine.set_cookie_headers(state))
         if route is not None:
             return _respond(start_response, self._endpoint(route, state, environ))
         if answer is not None:
@@ -148,7 +145,7 @@ def _status_line(status: int) -> str:
 
 def _respond(start_response: StartResponse, answer: Answer) -> list[bytes]:
     headers = list(answer.headers)
-    if not any(name == "content-length" for name, _ in headers):
+    if answer.status != 304 and not any(name == "content-length" for name, _ in headers):
         headers.append(("content-length", str(len(answer.body))))
     start_response(_status_line(answer.status), [(name.title(), value) for name, value in headers])
     return [answer.body]
