@@ -251,7 +251,6 @@ def test_fresher_keeps_when_and_where_a_click_was_first_seen() -> None:
             "Chrome/120.0 Mobile Safari/537.36",
             False,
             id="cubot-phone-is-a-person",
-            marks=pytest.mark.xfail(reason="bug: CUBOT phones taken for bots"),
         ),
         pytest.param(
             "Mozilla/5.0 (Linux; Android 12; Pinterest for Android/12.1) AppleWebKit/537.36 Chrome/120.0",

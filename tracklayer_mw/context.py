@@ -23,8 +23,9 @@ TAG_COOKIES = ("_derived_epik", "_pin_unauth")
 _COOKIE_VALUE_RE = re.compile(r"^[A-Za-z0-9!#$%&'()*+./:<=>?@\[\]^_`{|}~-]{1,512}$")
 _MAX_LANDING = 512
 _MAX_UTM = 100
+# `(?<!cu)`: CUBOT is a phone brand ("CUBOT P30" in real Android user agents), not a crawler.
 _BOT_RE = re.compile(
-    r"bot\b|bot/|crawl|spider|slurp|facebookexternalhit|bingpreview|embedly|quora link preview|"
+    r"(?<!cu)bot\b|(?<!cu)bot/|crawl|spider|slurp|facebookexternalhit|bingpreview|embedly|quora link preview|"
     r"pinterest/0\.|lighthouse|pagespeed|prerender|headless-shell|phantomjs|scrapy",
     re.IGNORECASE,
 )
