@@ -208,8 +208,8 @@ class Engine:
             host = target.hostname or state.view.host
         except ValueError:
             return None
-        if host is None:
-            return None
+        if host is None or target.scheme not in ("", "http", "https"):
+            return None  # mailto:, tel:, an app's own scheme: no host of ours, nothing to carry
         if host == state.view.host or self.settings.is_cookie_domain_host(host):
             if state.url_epik and epik_from_params(query_params(target.query)) is None:
                 return with_param(location, "epik", state.url_epik)
