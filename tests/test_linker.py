@@ -288,7 +288,6 @@ def test_redirect_token_keeps_the_destination_query_and_fragment(rig: Rig) -> No
     assert (parts.path, parse_qs(parts.query)["a"], parts.fragment) == ("/c", ["1"], "top")
 
 
-@pytest.mark.xfail(reason="bug: a scheme-relative Location is not decorated")
 def test_protocol_relative_redirect_to_a_linked_host_carries_a_token(rig: Rig) -> None:
     shop = shop_client("starlette", rig.engine())
     response = fetch(shop, "GET", f"/redirect?to=//{PAY_HOST}/checkout", cookies={"_epik": EPIK})

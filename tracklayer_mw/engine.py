@@ -214,7 +214,7 @@ class Engine:
             if state.url_epik and epik_from_params(query_params(target.query)) is None:
                 return with_param(location, "epik", state.url_epik)
             return None
-        if self.settings.is_linked_host(host) and target.scheme in ("http", "https"):
+        if self.settings.is_linked_host(host):
             if state.context is None or not state.consent or state.bot:
                 return None
             return with_param(location, TOKEN_PARAM, self.linker.mint(state.context, host))
