@@ -178,9 +178,10 @@ class Engine:
         state.view.query_string = query
         if state.view.method not in ("GET", "HEAD"):
             return None
-        # A path-only Location: never another host, even for a path like //evil.example.
+        # A path-only Location: never another host, even for a path like //evil.example. The path
+        # arrives decoded, so every "%" in it is a literal one and is encoded again.
         path = "/" + state.view.path.lstrip("/\\")
-        return quote(path, safe="/%:@!$&'()*+,;=-._~") + (f"?{query}" if query else "")
+        return quote(path, safe="/:@!$&'()*+,;=-._~") + (f"?{query}" if query else "")
 
     def set_cookie_headers(self, state: RequestState, *, cache_control: str | None = None) -> list[str]:
         """The Set-Cookie values: none if nothing is new, it was refreshed today, no consent, cacheable."""
