@@ -541,6 +541,17 @@ def _crash(request: httpx.Request) -> httpx.Response:
 
 
 @pytest.mark.parametrize("how", ["crash-inside-run_once", "claim-then-vanish"])
+def test_an_unreadable_payload_becomes_a_dead_letter_and_does_not_block_its_batch(
+    outbox: SQLiteOutbox, sandbox: PinterestSandbox, make_deliverer: Callable[..., Deliverer]
+) -> None:
+    outbox.put([NewEvent("bad-1", "PageVisit", int(NOW), {"not": "an event"})])
+    sent = queue_n(outbox, 2)
+    assert make_deliverer(Validating(sandbox.transport())).run_once() == 3
+    assert [r.event_id for r in sandbox.received] == [e.event_id for e in sent]
+    assert "unreadable payload" in dead_reasons(outbox)["bad-1"]
+    assert totals(outbox, NOW) == (0, 0, 0, 1)
+
+
 def test_events_claimed_by_a_crashed_process_are_sent_after_the_lease(
     outbox_path: Path, sandbox: PinterestSandbox, clock: Clock, how: str
 ) -> None:

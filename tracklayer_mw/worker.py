@@ -103,14 +103,25 @@ class Deliverer:
         claimed = self.outbox.claim(self.batch_size, now=now, lease=LEASE_SECONDS)
         if not claimed:
             return 0
-        fresh = [row for row in claimed if row.event_time >= now - SEND_AGE_LIMIT]
-        stale = [row for row in claimed if row.event_time < now - SEND_AGE_LIMIT]
+        readable: list[tuple[ClaimedEvent, Event]] = []
+        unreadable: list[tuple[int, str]] = []
+        for row in claimed:
+            try:
+                readable.append((row, Event.from_payload(row.payload)))
+            except (TypeError, ValueError, KeyError):
+                # A row no version of this library can read must not block its batch every cycle.
+                unreadable.append((row.id, "unreadable payload (written by an incompatible version?)"))
+        if unreadable:
+            self.outbox.bury(unreadable, now=now)
+        stale = [row for row, _ in readable if row.event_time < now - SEND_AGE_LIMIT]
         if stale:
             self._bury(stale, "older than 7 days before it could be sent", now)
+        fresh = [(row, event) for row, event in readable if row.event_time >= now - SEND_AGE_LIMIT]
         if fresh:
-            events = [Event.from_payload(row.payload) for row in fresh]
+            rows = [row for row, _ in fresh]
+            events = [event for _, event in fresh]
             outcome = self.adapter.send(self._http_client(), events)
-            self._settle(fresh, events, outcome, self._clock())
+            self._settle(rows, events, outcome, self._clock())
         return len(claimed)
 
     def _settle(
@@ -247,6 +258,7 @@ class Deliverer:
             if handled >= self.batch_size:
                 continue  # a backlog: keep going without waiting
             self._wait_for_work()
+        self.outbox.close()  # this thread's connection: sqlite3 lets only its own thread close it
 
     def _wait_for_work(self) -> None:
         now = self._clock()
