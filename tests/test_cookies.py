@@ -303,6 +303,14 @@ def test_fresh_url_click_replaces_the_remembered_one(rig: Rig) -> None:
     )
 
 
+def test_tag_cookie_written_after_tl_replaces_the_remembered_click(rig: Rig) -> None:
+    client = shop_client("starlette", rig.engine())
+    jar = first_visit(rig, client)
+    rig.clock.advance(60)
+    response = fetch(client, "GET", "/", cookies={**jar, "_epik": "written-by-the-tag"})
+    assert cookie_value(set_cookies(response)["_epik"]) == "written-by-the-tag"
+
+
 def test_stale_tag_cookie_never_overrides_a_fresh_url_value(rig: Rig) -> None:
     client = shop_client("starlette", rig.engine())
     response = fetch(client, "GET", "/?epik=from-url", cookies={"_epik": "old-tag-value"})

@@ -134,8 +134,11 @@ class Engine:
         context = remembered.context if remembered else None
         tag_epik = cookie_safe(view.cookies.get(EPIK_COOKIE))
         if tag_epik and (context is None or context.epik != tag_epik):
-            # The tag wrote a click id we did not issue: it is newer than what `_tl` remembers.
-            context = fresher(context, ClickContext(tag_epik, "cookie", int(now)))
+            # The tag wrote a click id we did not issue. All we know of its age: it is newer than the
+            # last `_tl` (issued together with `_epik`); without one, it may be any age. Dated so, it
+            # beats what `_tl` remembers, but never a fresher click from the URL, a token or a page.
+            written = min(remembered.issued_at + 1, int(now)) if remembered else 0
+            context = fresher(context, ClickContext(tag_epik, "cookie", written))
         context = fresher(context, click_from_url(view.url, params, source="url", now=now))
         return RequestState(
             view=view,
