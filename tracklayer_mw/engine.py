@@ -31,7 +31,7 @@ from tracklayer_mw.context import (
 )
 from tracklayer_mw.cookies import EPIK_COOKIE, CookieJar, tag_cookie_values, values_digest
 from tracklayer_mw.events import Event, EventError, merge_payloads, parse_event
-from tracklayer_mw.hashing import UserDataError, hash_user
+from tracklayer_mw.hashing import USER_FIELDS, UserDataError, hash_user
 from tracklayer_mw.linker import TOKEN_PARAM, Linker, with_param, without_param
 from tracklayer_mw.outbox import NewEvent, Outbox, open_outbox
 from tracklayer_mw.pinterest import PinterestAdapter
@@ -278,6 +278,15 @@ class Engine:
     ) -> str | None:
         if user is not None and not isinstance(user, Mapping):
             raise ValueError("user: must be a mapping of field names to values")
+        for name, value in (user or {}).items():
+            # A misspelt field or a non-text value is the developer's bug: say so, never drop it quietly.
+            if name not in USER_FIELDS:
+                raise ValueError(
+                    f"tracklayer.track: user.{name}: unknown field; expected one of {', '.join(USER_FIELDS)}"
+                )
+            items = value if isinstance(value, list | tuple) else [value]
+            if not all(item is None or isinstance(item, str) for item in items):
+                raise ValueError(f"tracklayer.track: user.{name}: must be a string or a list of strings")
         raw: dict[str, Any] = {
             "event": event,
             "custom": custom,
