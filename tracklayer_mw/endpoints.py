@@ -187,7 +187,7 @@ class Endpoints:
             return json_answer(400, {"error": f"events: send 1 to {MAX_EVENTS_PER_BODY} events per request"})
 
         now = self.engine.clock()
-        accepted: list[Event] = []
+        accepted: list[tuple[int, Event]] = []  # with its index in the request, for the rejects list
         rejected: list[dict[str, Any]] = []
         for index, raw in enumerate(items):
             where = f"{prefix}[{index}]." if prefix else ""
@@ -202,21 +202,22 @@ class Endpoints:
                 rejected.append({"index": index, "error": f"{where}{exc}"})
                 continue
             self.engine.adopt_page_url(state, event.url)
-            accepted.append(event)
+            accepted.append((index, event))
 
         cookies = [("set-cookie", value) for value in self.engine.set_cookie_headers(state)]
         reason = self.engine.should_drop(state)
         if reason is not None:
             return json_answer(202, {"accepted": 0, "event_ids": [], "dropped": reason}, cookies)
-        final = [self.engine.attach(state, event) for event in accepted]
-        for event in [event for event in final if not event.has_match_keys]:
-            rejected.append(
-                {
-                    "index": final.index(event),
-                    "error": "user: needs an email, or the client's IP and user agent",
-                }
-            )
-        final = [event for event in final if event.has_match_keys]
+        final: list[Event] = []
+        for index, parsed in accepted:
+            event = self.engine.attach(state, parsed)
+            if event.has_match_keys:
+                final.append(event)
+            else:
+                where = f"{prefix}[{index}]." if prefix else ""
+                error = f"{where}user: needs an email, or the client's IP and user agent"
+                rejected.append({"index": index, "error": error})
+        rejected.sort(key=lambda reject: int(reject["index"]))
         if not final:
             first = rejected[0]["error"] if rejected else "no events"
             return json_answer(400, {"error": first, "rejected": rejected}, cookies)
