@@ -49,6 +49,30 @@ def json_answer(status: int, payload: dict[str, Any], headers: list[tuple[str, s
     return Answer(status, [*_JSON, *(headers or [])], json.dumps(payload, separators=(",", ":")).encode())
 
 
+def lone_surrogate_at(value: object, path: str = "") -> str | None:
+    """The path of the first text JSON's "\\ud800" escapes left without its pair, or None.
+
+    Such text is not Unicode: it cannot be hashed or sent (UTF-8 has no encoding for it).
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "event"
+        return None
+    children: list[tuple[object, str]] = []
+    if isinstance(value, dict):
+        children = [(key, path) for key in value]
+        children += [(item, f"{path}.{key}" if path else str(key)) for key, item in value.items()]
+    elif isinstance(value, list):
+        children = [(item, f"{path}[{index}]") for index, item in enumerate(value)]
+    for child, child_path in children:
+        found = lone_surrogate_at(child, child_path)
+        if found is not None:
+            return found
+    return None
+
+
 class RateLimiter:
     """A token bucket per client, in memory, bounded: the oldest idle clients are forgotten first."""
 
@@ -189,17 +213,11 @@ class Endpoints:
         now = self.engine.clock()
         accepted: list[tuple[int, Event]] = []  # with its index in the request, for the rejects list
         rejected: list[dict[str, Any]] = []
+        escapes = b"\\ud" in body.lower()  # the only way a lone surrogate gets in
         for index, raw in enumerate(items):
-            where = f"{prefix}[{index}]." if prefix else ""
-            try:
-                event = parse_event(
-                    raw,
-                    now=now,
-                    source="browser",
-                    default_phone_country=self.engine.settings.default_phone_country,
-                )
-            except EventError as exc:
-                rejected.append({"index": index, "error": f"{where}{exc}"})
+            event = self._parse(raw, f"{prefix}[{index}]." if prefix else "", now, escapes)
+            if isinstance(event, str):
+                rejected.append({"index": index, "error": event})
                 continue
             self.engine.adopt_page_url(state, event.url)
             accepted.append((index, event))
@@ -232,6 +250,24 @@ class Endpoints:
         if rejected:
             answer["rejected"] = rejected
         return json_answer(202, answer, cookies)
+
+    def _parse(self, raw: object, where: str, now: float, escapes: bool) -> Event | str:
+        """One browser event, or what is wrong with it (with its field path)."""
+        try:
+            bad = lone_surrogate_at(raw) if escapes else None
+        except RecursionError:
+            bad = "event"
+        if bad is not None:
+            return f"{where}{bad}: not valid Unicode (a lone surrogate)"
+        try:
+            return parse_event(
+                raw,
+                now=now,
+                source="browser",
+                default_phone_country=self.engine.settings.default_phone_country,
+            )
+        except EventError as exc:
+            return f"{where}{exc}"
 
     # --- go: links and forms to linked domains ---------------------------------------------------
 
