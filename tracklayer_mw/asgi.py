@@ -192,7 +192,8 @@ class _Responder:
     def _edit_start(self, message: Message) -> None:
         headers = MutableHeaders(scope=message)
         status = int(message["status"])
-        for value in self.engine.set_cookie_headers(self.state, cache_control=headers.get("cache-control")):
+        cache_control = ", ".join(headers.getlist("cache-control"))  # repeated headers are one list
+        for value in self.engine.set_cookie_headers(self.state, cache_control=cache_control):
             headers.append("set-cookie", value)
         location = headers.get("location")
         if 300 <= status < 400 and location:

@@ -186,7 +186,8 @@ class _Responder:
         def get(name: str) -> str | None:
             return next((value for key, value in headers if key.lower() == name), None)
 
-        cookies = self.engine.set_cookie_headers(self.state, cache_control=get("cache-control"))
+        cache_control = ", ".join(value for key, value in headers if key.lower() == "cache-control")
+        cookies = self.engine.set_cookie_headers(self.state, cache_control=cache_control)
         headers.extend(("Set-Cookie", value) for value in cookies)
         location = get("location")
         if 300 <= code < 400 and location:
