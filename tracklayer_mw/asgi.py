@@ -178,7 +178,10 @@ class _Responder:
         kind = message["type"]
         if kind == "http.response.start":
             with _guard("editing the response headers"):
-                self._edit_start(message)
+                # Edit a copy: if any step fails, the host's start message goes out as it was.
+                edited = {**message, "headers": list(message.get("headers", []))}
+                self._edit_start(edited)
+                message = edited
             if self.held is None:
                 self.passthrough = True
                 await self.downstream(message)

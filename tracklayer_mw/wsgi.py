@@ -172,7 +172,7 @@ class _Responder:
         self.holding = False
         headers = list(headers)
         with _guard("editing the response headers"):
-            headers = self._edit(status, headers)
+            headers = self._edit(status, list(headers))  # a copy: a failed edit leaves the host's headers
         if exc_info is not None:
             return self.downstream(status, headers, exc_info)  # only pass exc_info when given
         if self.holding:
