@@ -283,6 +283,28 @@ def test_redirect_token_keeps_the_destination_query_and_fragment(rig: Rig) -> No
     assert (parts.path, parse_qs(parts.query)["a"], parts.fragment) == ("/c", ["1"], "top")
 
 
+def test_redirect_token_leaves_the_rest_of_the_query_as_the_app_wrote_it(rig: Rig) -> None:
+    """A hosted checkout may sign its query byte for byte: only `&_tlx=...` is added."""
+    shop = shop_client("starlette", rig.engine())
+    to = f"{PAY}/c?sig=a%20b%2Fc&flag&x=1+2"
+    response = fetch(shop, "GET", "/redirect", params={"to": to}, cookies={"_epik": EPIK})
+    location = response.headers["location"]
+    assert location == f"{to}&_tlx={token_in(location)}"
+
+
+def test_own_redirect_leaves_the_rest_of_the_query_as_the_app_wrote_it(rig: Rig) -> None:
+    shop = shop_client("starlette", rig.engine())
+    response = fetch(shop, "GET", "/redirect", params={"epik": EPIK, "to": "/search?q=a%20b&flag"})
+    assert response.headers["location"] == f"/search?q=a%20b&flag&epik={EPIK}"
+
+
+def test_own_redirect_encodes_an_epik_with_query_characters(rig: Rig) -> None:
+    shop = shop_client("starlette", rig.engine())
+    response = fetch(shop, "GET", "/redirect", params={"epik": "a&b=c+d", "to": "/cart"})
+    location = response.headers["location"]
+    assert parse_qs(urlsplit(location).query)["epik"] == ["a&b=c+d"]
+
+
 def test_protocol_relative_redirect_to_a_linked_host_carries_a_token(rig: Rig) -> None:
     shop = shop_client("starlette", rig.engine())
     response = fetch(shop, "GET", f"/redirect?to=//{PAY_HOST}/checkout", cookies={"_epik": EPIK})

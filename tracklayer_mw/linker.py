@@ -11,7 +11,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
 from tracklayer_mw.context import ClickContext
 from tracklayer_mw.signing import LINKER_SALT, SignedCodec
@@ -56,11 +56,13 @@ class Linker:
 
 
 def with_param(url: str, name: str, value: str) -> str:
-    """`url` with `name=value` set in its query (an existing value replaced), fragment kept."""
+    """`url` with `name=value` set in its query (an existing value replaced), all else kept byte for byte.
+
+    Only the one pair is touched: a destination may sign its query as written (`%20`, `flag`).
+    """
     parts = urlsplit(url)
-    query = [(key, val) for key, val in parse_qsl(parts.query, keep_blank_values=True) if key != name]
-    query.append((name, value))
-    return urlunsplit(parts._replace(query=urlencode(query)))
+    kept = [pair for pair in parts.query.split("&") if pair and pair.partition("=")[0] != name]
+    return urlunsplit(parts._replace(query="&".join([*kept, f"{name}={quote(value, safe='')}"])))
 
 
 def without_param(query_string: str, name: str) -> tuple[str, str | None]:
