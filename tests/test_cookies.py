@@ -169,6 +169,13 @@ def test_tag_cookie_with_unsafe_value_is_not_reissued(rig: Rig) -> None:
     assert set(set_cookies(response)) == {"_epik", "_tl"}
 
 
+def test_a_cookie_cut_by_the_header_size_limit_is_ignored_not_reissued_short(rig: Rig) -> None:
+    padding = "x" * (8192 - len("pad=; _epik=") - 5)  # the limit falls inside _epik's value
+    cookies = {"pad": padding, "_epik": "dj0yJnU9the-whole-click-id"}
+    response = fetch(shop_client("starlette", rig.engine()), "GET", "/", cookies=cookies)
+    assert set_cookies(response) == {}
+
+
 # --- at most once a day -----------------------------------------------------------------------------
 
 

@@ -25,7 +25,9 @@ _MAX_COOKIE_HEADER = 8192
 def parse_cookies(header: str) -> dict[str, str]:
     """Lenient like browsers: one bad pair never hides the others; never raises."""
     cookies: dict[str, str] = {}
-    for chunk in header[:_MAX_COOKIE_HEADER].split(";"):
+    if len(header) > _MAX_COOKIE_HEADER:
+        header = header[:_MAX_COOKIE_HEADER].rpartition(";")[0]  # whole pairs only: never a value cut short
+    for chunk in header.split(";"):
         name, sep, value = chunk.partition("=")
         name, value = name.strip(), value.strip()
         if not sep or not name or name in cookies:
