@@ -13,6 +13,7 @@ import pytest
 
 from tests.middleware_support import (
     BOT_UA,
+    BROWSER_UA,
     COOKIE_DOMAIN,
     FRAMEWORKS,
     SHOP,
@@ -167,6 +168,17 @@ def test_tag_cookie_with_unsafe_value_is_not_reissued(rig: Rig) -> None:
         shop_client("starlette", rig.engine()), "GET", "/", cookies={"_pin_unauth": '"a,b"', "_epik": "ok1"}
     )
     assert set(set_cookies(response)) == {"_epik", "_tl"}
+
+
+@pytest.mark.parametrize("framework", ["starlette", "fastapi"])
+def test_cookies_split_over_several_headers_as_http2_sends_them_are_all_read(
+    rig: Rig, framework: str
+) -> None:
+    client = shop_client(framework, rig.engine())
+    client.cookies.clear()
+    headers = [("cookie", "session=abc"), ("cookie", "_epik=tag-written-1"), ("user-agent", BROWSER_UA)]
+    response = client.request("GET", "/", headers=headers)
+    assert cookie_value(set_cookies(response)["_epik"]) == "tag-written-1"
 
 
 def test_a_cookie_cut_by_the_header_size_limit_is_ignored_not_reissued_short(rig: Rig) -> None:

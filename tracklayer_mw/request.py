@@ -80,7 +80,9 @@ def _effective(
 def _join(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     headers: dict[str, str] = {}
     for name, value in pairs:
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        # HTTP/2 and HTTP/3 may send one Cookie field per pair: those join with "; " (RFC 9113 8.2.3).
+        separator = "; " if name == "cookie" else ", "
+        headers[name] = f"{headers[name]}{separator}{value}" if name in headers else value
     return headers
 
 
