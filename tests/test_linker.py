@@ -455,6 +455,12 @@ def test_go_by_get_answers_303_with_the_token_and_the_form_fields(rig: Rig, fram
     assert pay_engine(rig).linker.verify(query["_tlx"][0], PAY_HOST) is not None
 
 
+def test_go_puts_get_form_fields_in_the_query_before_a_fragment(rig: Rig) -> None:
+    shop = shop_client("starlette", rig.engine())
+    response = fetch(shop, "GET", "/_tl/go", params={"to": f"{PAY}/search#results", "q": "vase"})
+    assert response.headers["location"] == f"{PAY}/search?q=vase#results"
+
+
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_go_by_post_answers_307_so_the_form_is_posted_again(rig: Rig, framework: str) -> None:
     shop = shop_client(framework, rig.engine())

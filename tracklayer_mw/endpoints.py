@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from tracklayer_mw.context import query_params
 from tracklayer_mw.engine import Engine, RequestState
@@ -290,8 +290,9 @@ class Endpoints:
         if state.view.method == "GET":
             # A GET form put its fields beside `to`; they belong to the destination.
             extra = [(key, value) for key, values in params.items() if key != "to" for value in values]
-            if extra:
-                target = f"{target}{'&' if parts.query else '?'}{urlencode(extra)}"
+            if extra:  # into the query, before any #fragment
+                query = f"{parts.query}&{urlencode(extra)}" if parts.query else urlencode(extra)
+                target = urlunsplit(parts._replace(query=query))
         if state.context is not None and state.consent and not state.bot:
             target = with_param(target, TOKEN_PARAM, self.engine.linker.mint(state.context, host))
         status = 303 if state.view.method in ("GET", "HEAD") else 307  # 307 re-posts a form's body
