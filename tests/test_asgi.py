@@ -34,7 +34,7 @@ from tests.middleware_support import (
 )
 from tracklayer_mw import Engine, Settings, TrackLayerMiddleware
 from tracklayer_mw.engine import RequestState
-from tracklayer_mw.request import RequestView
+from tracklayer_mw.request import INJECTED_KEY, RequestView
 
 HEAD_END = PAGE.index(b"</head>")
 
@@ -98,6 +98,19 @@ def test_snippet_is_not_injected(rig: Rig, framework: str, method: str, path: st
 
 def test_template_tag_is_not_doubled(rig: Rig) -> None:
     assert fetch(shop_client("starlette", rig.engine()), "GET", "/tagged").content == TAGGED
+
+
+def test_page_whose_template_placed_the_tag_is_left_alone(rig: Rig) -> None:
+    """What `snippet.install_jinja` documents: the template marks the scope, the middleware adds nothing."""
+
+    async def page(request: Request) -> Response:
+        request.scope[INJECTED_KEY] = True
+        return HTMLResponse(PAGE)
+
+    app = Starlette(
+        routes=[Route("/", page)], middleware=[Middleware(TrackLayerMiddleware, engine=rig.engine())]
+    )
+    assert fetch(asgi_client(app), "GET", "/").content == PAGE
 
 
 def test_injection_can_be_turned_off(rig: Rig) -> None:

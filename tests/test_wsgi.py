@@ -29,7 +29,7 @@ from tests.middleware_support import (
 )
 from tracklayer_mw import Engine, Settings, TrackLayerWSGIMiddleware
 from tracklayer_mw.engine import RequestState
-from tracklayer_mw.request import RequestView
+from tracklayer_mw.request import INJECTED_KEY, RequestView
 
 HEAD_END = PAGE.index(b"</head>")
 StartResponse = Callable[..., Any]
@@ -108,6 +108,15 @@ def test_csp_nonce_of_the_response_is_reused(rig: Rig, framework: str) -> None:
 def test_snippet_is_not_injected(rig: Rig, framework: str, method: str, path: str) -> None:
     with_tracklayer = fetch(shop_client(framework, rig.engine()), method, path)
     assert as_sent(with_tracklayer) == as_sent(fetch(bare_client(framework), method, path))
+
+
+def test_page_whose_template_placed_the_tag_is_left_alone(rig: Rig) -> None:
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        environ[INJECTED_KEY] = True
+        start_response("200 OK", [("Content-Type", "text/html")])
+        return [PAGE]
+
+    assert fetch(wsgi_client(TrackLayerWSGIMiddleware(app, engine=rig.engine())), "GET", "/").content == PAGE
 
 
 def test_template_tag_is_not_doubled(rig: Rig) -> None:

@@ -85,6 +85,7 @@ class TrackLayerMiddleware:
             return
         if state is not None:
             scope = {**scope, STATE_KEY: state}
+            state.view.raw = scope  # the app's copy: a template's scope["tracklayer.injected"] is seen
             if state.view.query_string != scope.get("query_string", b"").decode("latin-1"):
                 scope["query_string"] = state.view.query_string.encode("latin-1")  # `_tlx` stripped
             await self.app(scope, receive, _Responder(self, state, send).send)
