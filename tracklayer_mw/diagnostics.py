@@ -557,7 +557,7 @@ _TEMPLATE = """\
   * { box-sizing: border-box; }
   body { margin: 0; color: #1f2328; background: #f6f7f9;
          font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
-  main { max-width: 1160px; margin: 0 auto; padding: 28px 20px 48px; }
+  main { max-width: 1240px; margin: 0 auto; padding: 28px 20px 48px; }
   h1 { font-size: 22px; margin: 0 0 4px; }
   h2 { font-size: 13px; margin: 28px 0 10px; text-transform: uppercase; letter-spacing: .05em;
        color: var(--muted); }
@@ -581,11 +581,11 @@ _TEMPLATE = """\
   .tile span { color: var(--muted); }
   .table-wrap { overflow-x: auto; }
   table { width: 100%; border-collapse: collapse; background: #fff; border: 1px solid var(--line); }
-  th, td { padding: 8px 10px; border-bottom: 1px solid var(--line); text-align: right; white-space: nowrap; }
+  th, td { padding: 8px 7px; border-bottom: 1px solid var(--line); text-align: right; white-space: nowrap; }
   th { background: #f0f2f4; font-size: 12px; color: var(--muted); font-weight: 600; }
   th:first-child, td:first-child { text-align: left; }
   tfoot td { font-weight: 600; background: #fafbfc; }
-  .bar { display: inline-block; width: 64px; height: 8px; background: #eceef1; border-radius: 4px;
+  .bar { display: inline-block; width: 40px; height: 8px; background: #eceef1; border-radius: 4px;
          overflow: hidden; vertical-align: middle; margin-right: 6px; }
   .bar i { display: block; height: 100%; background: #2f6feb; }
   .pct { display: inline-block; min-width: 34px; }
