@@ -148,7 +148,7 @@ def test_streamed_page_larger_than_the_lookahead_passes_untouched(rig: Rig) -> N
     assert response.content == b"".join(parts)
 
 
-def _run_streaming(engine: Engine, media_type: bytes, chunks: int) -> list[str]:
+def _run_streaming(engine: Engine, media_type: bytes, chunks: int, first: bytes = b"<p>" * 100) -> list[str]:
     """Drive the middleware by hand: the order in which the app produced and the server got chunks."""
     log: list[str] = []
 
@@ -156,7 +156,13 @@ def _run_streaming(engine: Engine, media_type: bytes, chunks: int) -> list[str]:
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", media_type)]})
         for index in range(chunks):
             log.append(f"produced {index}")
-            await send({"type": "http.response.body", "body": b"<p>" * 100, "more_body": True})
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": first if index == 0 else b"<p>" * 100,
+                    "more_body": True,
+                }
+            )
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def receive() -> dict[str, Any]:
@@ -182,6 +188,12 @@ def _run_streaming(engine: Engine, media_type: bytes, chunks: int) -> list[str]:
 def test_streamed_html_is_never_buffered_whole(rig: Rig) -> None:
     log = _run_streaming(rig.engine(), b"text/html", 100)
     assert log.index("server got a chunk") < log.index("produced 10")
+
+
+def test_streamed_page_whose_template_placed_the_tag_is_not_held_back(rig: Rig) -> None:
+    """A streamed template renders its head after the response started, so only the body says so."""
+    log = _run_streaming(rig.engine(), b"text/html", 3, first=TAGGED.partition(b"<body>")[0])
+    assert log[:2] == ["produced 0", "server got a chunk"]
 
 
 def test_streamed_non_html_passes_chunk_by_chunk(rig: Rig) -> None:

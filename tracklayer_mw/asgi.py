@@ -222,9 +222,10 @@ class _Responder:
         self.buffered_size += len(chunk)
         body = b"".join(self.buffered)
         injected = None
+        # A complete body may take the tag before </body>; a streamed one only before an early </head>.
+        tried = not more or b"</head" in body.lower()
         with _guard("injecting the snippet"):
-            # A complete body may take the tag before </body>; a streamed one only before an early </head>.
-            if not more or b"</head" in body.lower():
+            if tried:
                 injected = inject(body, self.tag)
         if injected is not None:
             self._grow_content_length(len(injected) - len(body))
@@ -233,11 +234,11 @@ class _Responder:
             self.passthrough = True
             return
         if (
-            not more
+            tried
             or self.buffered_size > STREAM_LOOKAHEAD_BYTES
             or len(self.buffered) > STREAM_LOOKAHEAD_CHUNKS
         ):
-            await self._release(more_body=more)
+            await self._release(more_body=more)  # declined (already tagged), or no </head> early enough
 
     async def _release(self, *, more_body: bool = True) -> None:
         """Give up on injection: send the held start and what was buffered, untouched."""
