@@ -155,9 +155,12 @@ class Rig:
         return [record.event for record in self.sandbox.received]
 
     def close(self) -> None:
+        """Every test ends with everything it queued delivered (nothing stuck) and every body valid."""
+        drained = [engine.deliverer.flush(5.0) for engine in self.engines]
         for engine in self.engines:
             engine.stop(2.0)
         assert self.transport.invalid == []
+        assert all(drained), "events were left undeliverable in the outbox"
 
 
 # --- the shop, framework-neutral -------------------------------------------------------------------

@@ -23,12 +23,13 @@ from tests.middleware_support import (
     FRAMEWORKS,
     SHOP,
     BlockingTransport,
+    FakeClock,
     Rig,
     fetch,
     shop_client,
 )
 from tracklayer_mw import Settings, TrackLayerMiddleware, TrackLayerWSGIMiddleware
-from tracklayer_mw.endpoints import MAX_BODY
+from tracklayer_mw.endpoints import MAX_BODY, RateLimiter
 
 INGEST = "/_tl/ingest"
 EPIK = "dj0yJnU9aW5nZXN0"
@@ -105,6 +106,32 @@ def test_rate_is_per_client(rig: Rig) -> None:
         post(client, {"event": "AddToCart"}, headers={"x-forwarded-for": "198.51.100.1"})
     response = post(client, {"event": "AddToCart"}, headers={"x-forwarded-for": "198.51.100.2"})
     assert response.status_code == 202
+
+
+def test_rate_limiter_refills_at_the_configured_rate() -> None:
+    clock = FakeClock(0)
+    limiter = RateLimiter(60, clock=clock)  # one a second, a burst of 10
+    assert [limiter.allow("a") for _ in range(11)] == [True] * 10 + [False]
+    clock.advance(1)
+    assert [limiter.allow("a"), limiter.allow("a")] == [True, False]
+
+
+def test_rate_limiter_burst_never_exceeds_its_cap() -> None:
+    clock = FakeClock(0)
+    limiter = RateLimiter(60, clock=clock)
+    limiter.allow("a")
+    clock.advance(3600)
+    assert sum(limiter.allow("a") for _ in range(20)) == 10
+
+
+def test_rate_limiter_forgets_the_oldest_clients_first() -> None:
+    clock = FakeClock(0)
+    limiter = RateLimiter(60, clock=clock, max_clients=2)
+    for _ in range(10):
+        limiter.allow("old")
+    limiter.allow("b")
+    limiter.allow("c")  # "old" is forgotten: a full bucket again
+    assert limiter.allow("old")
 
 
 def test_405_names_the_allowed_method(rig: Rig) -> None:
