@@ -3,6 +3,9 @@ host (its exceptions, its pages when the engine fails, websockets, lifespan, str
 
 from __future__ import annotations
 
+import html
+import json
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -111,6 +114,30 @@ def test_page_whose_template_placed_the_tag_is_left_alone(rig: Rig) -> None:
         routes=[Route("/", page)], middleware=[Middleware(TrackLayerMiddleware, engine=rig.engine())]
     )
     assert fetch(asgi_client(app), "GET", "/").content == PAGE
+
+
+def snippet_config_of(body: bytes) -> dict[str, Any]:
+    found = re.search(rb'data-tl="([^"]*)"', body)
+    assert found is not None
+    config: dict[str, Any] = json.loads(html.unescape(found.group(1).decode()))
+    return config
+
+
+@pytest.mark.parametrize(("granted", "mode"), [(True, "granted"), (False, "denied")])
+def test_consent_callable_decision_is_rendered_for_the_snippet(rig: Rig, granted: bool, mode: str) -> None:
+    engine = rig.engine(consent=lambda request: granted)
+    assert snippet_config_of(fetch(shop_client("starlette", engine), "GET", "/").content)["c"] == mode
+
+
+def test_consent_cookie_is_handed_to_the_snippet(rig: Rig) -> None:
+    engine = rig.engine(consent="tl_consent=granted")
+    config = snippet_config_of(fetch(shop_client("starlette", engine), "GET", "/").content)
+    assert (config["c"], config["d"]) == ("cookie:tl_consent=granted", ".shop.localhost")
+
+
+def test_snippet_knows_the_linked_domains_and_endpoints(rig: Rig) -> None:
+    config = snippet_config_of(fetch(shop_client("starlette", rig.engine()), "GET", "/").content)
+    assert (config["i"], config["g"], config["l"]) == ("/_tl/ingest", "/_tl/go", [PAY_HOST])
 
 
 def test_injection_can_be_turned_off(rig: Rig) -> None:
