@@ -111,6 +111,27 @@ def test_track_on_a_request_no_middleware_saw_returns_none(caplog: pytest.LogCap
     assert "no TrackLayer middleware saw" in caplog.text
 
 
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        pytest.param("http://www.shop.localhost:8000", id="port"),
+        pytest.param("https://www.shop.localhost:8443", id="https-port"),
+        pytest.param("http://[::1]:8000", id="ipv6-literal"),
+    ],
+)
+@pytest.mark.parametrize("framework", ["starlette", "flask"])
+def test_request_url_keeps_the_host_and_port_as_requested(rig: Rig, framework: str, base_url: str) -> None:
+    fetch(shop_client(framework, rig.engine(), base_url=base_url), "GET", "/buy")
+    assert delivered_one(rig)["event_source_url"] == f"{base_url}/buy"
+
+
+def test_request_url_uses_the_forwarded_host_of_a_trusted_proxy(rig: Rig) -> None:
+    engine = rig.engine(trusted_proxy_hops=1)
+    headers = {"x-forwarded-host": "www.shop.localhost:8443", "x-forwarded-proto": "https"}
+    fetch(shop_client("starlette", engine, base_url="http://10.0.0.5:8000"), "GET", "/buy", headers=headers)
+    assert delivered_one(rig)["event_source_url"] == "https://www.shop.localhost:8443/buy"
+
+
 def test_explicit_url_wins_over_the_request_url(rig: Rig) -> None:
     scope = request_seen_by(rig.engine())
     track(scope, "Lead", user={"email": "ann@example.com"}, url="https://www.shop.localhost/landing")

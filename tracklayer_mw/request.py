@@ -7,6 +7,7 @@ finds the per-request state again from whatever request object a host app hands 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
@@ -52,10 +53,11 @@ class RequestView:
     client_ip: str | None
     raw: Any = field(repr=False)  # the ASGI scope or WSGI environ
     cookies: dict[str, str] = field(default_factory=dict)
+    authority: str | None = None  # host[:port] as requested, for URLs (`host` has no port)
 
     @property
     def url(self) -> str:
-        host = self.host or "localhost"
+        host = self.authority or self.host or "localhost"
         query = f"?{self.query_string}" if self.query_string else ""
         return f"{self.scheme}://{host}{self.path}{query}"
 
@@ -64,9 +66,18 @@ class RequestView:
         return self.scheme == "https"
 
 
+_AUTHORITY_RE = re.compile(r"^(?:[a-z0-9.-]{1,253}|\[[0-9a-f:.]{2,45}\])(?::[0-9]{1,5})?$")
+
+
+def _authority(host_header: str | None) -> str | None:
+    """The Host header's `host[:port]` when it is one (an IPv6 literal included), else None."""
+    authority = (host_header or "").strip().lower()
+    return authority if _AUTHORITY_RE.match(authority) else None
+
+
 def _effective(
     scheme: str, host_header: str | None, peer: str | None, headers: Mapping[str, str], hops: int
-) -> tuple[str, str | None, str | None]:
+) -> tuple[str, str | None, str | None, str | None]:
     if hops > 0:
         proto = forwarded_value([headers.get("x-forwarded-proto", "")], hops)
         if proto in ("http", "https"):
@@ -74,7 +85,7 @@ def _effective(
         forwarded_host = forwarded_value([headers.get("x-forwarded-host", "")], hops)
         host_header = forwarded_host or host_header
     ip = client_ip(peer, [headers.get("x-forwarded-for", "")], hops)
-    return scheme, normalize_host(host_header), ip
+    return scheme, normalize_host(host_header), _authority(host_header), ip
 
 
 def _join(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -92,7 +103,7 @@ def view_from_scope(scope: Mapping[str, Any], trusted_hops: int) -> RequestView:
     )
     client = scope.get("client")
     peer = client[0] if client else None
-    scheme, host, ip = _effective(
+    scheme, host, authority, ip = _effective(
         scope.get("scheme", "http"), headers.get("host"), peer, headers, trusted_hops
     )
     path = scope.get("path", "/")
@@ -105,6 +116,7 @@ def view_from_scope(scope: Mapping[str, Any], trusted_hops: int) -> RequestView:
         headers=headers,
         client_ip=ip,
         raw=scope,
+        authority=authority,
     )
     view.cookies = parse_cookies(headers.get("cookie", ""))
     return view
@@ -120,7 +132,7 @@ def view_from_environ(environ: Mapping[str, Any], trusted_hops: int) -> RequestV
         if environ.get(key):
             headers[key.replace("_", "-").lower()] = str(environ[key])
     host_header = headers.get("host") or environ.get("SERVER_NAME")
-    scheme, host, ip = _effective(
+    scheme, host, authority, ip = _effective(
         environ.get("wsgi.url_scheme", "http"), host_header, environ.get("REMOTE_ADDR"), headers, trusted_hops
     )
     path = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")) or "/"
@@ -136,6 +148,7 @@ def view_from_environ(environ: Mapping[str, Any], trusted_hops: int) -> RequestV
         headers=headers,
         client_ip=ip,
         raw=environ,
+        authority=authority,
     )
     view.cookies = parse_cookies(headers.get("cookie", ""))
     return view
