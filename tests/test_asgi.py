@@ -135,6 +135,22 @@ def test_consent_cookie_is_handed_to_the_snippet(rig: Rig) -> None:
     assert (config["c"], config["d"]) == ("cookie:tl_consent=granted", ".shop.localhost")
 
 
+@pytest.mark.parametrize(
+    ("base_url", "domain"),
+    [
+        pytest.param("http://www.shop.localhost", ".shop.localhost", id="inside-cookie-domain"),
+        pytest.param(f"https://{PAY_HOST}", "", id="linked-host-outside-it"),
+    ],
+)
+def test_snippet_writes_consent_for_a_domain_the_page_host_is_inside(
+    rig: Rig, base_url: str, domain: str
+) -> None:
+    """Else the browser refuses the consent cookie, and the events it releases are dropped."""
+    engine = rig.engine(consent="tl_consent=granted")
+    config = snippet_config_of(fetch(shop_client("starlette", engine, base_url=base_url), "GET", "/").content)
+    assert config["d"] == domain
+
+
 def test_snippet_knows_the_linked_domains_and_endpoints(rig: Rig) -> None:
     config = snippet_config_of(fetch(shop_client("starlette", rig.engine()), "GET", "/").content)
     assert (config["i"], config["g"], config["l"]) == ("/_tl/ingest", "/_tl/go", [PAY_HOST])

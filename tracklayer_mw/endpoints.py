@@ -129,10 +129,20 @@ class Endpoints:
     # --- the snippet -----------------------------------------------------------------------------
 
     def tag_html(self, state: RequestState | None, nonce: str | None = None) -> str:
-        consent = self.engine.settings.consent
-        if nonce is None and (state is None or not callable(consent)):
+        settings = self.engine.settings
+        consent = settings.consent
+        # On a host outside cookie_domain (a linked site) the browser refuses that Domain: host-only there.
+        host = state.view.host if state is not None else None
+        outside = (
+            settings.cookie_domain is not None
+            and host is not None
+            and not settings.is_cookie_domain_host(host)
+        )
+        if nonce is None and not outside and (state is None or not callable(consent)):
             return self._static_tag  # the common case, rendered once
         config = dict(self._base_config)
+        if outside:
+            config["d"] = ""
         if callable(consent) and state is not None:
             # The server decided for this request; a page cache would bake this in, so say so in the docs.
             config["c"] = "granted" if state.consent else "denied"
