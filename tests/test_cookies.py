@@ -17,6 +17,7 @@ from tests.middleware_support import (
     COOKIE_DOMAIN,
     FRAMEWORKS,
     SHOP,
+    FakeClock,
     Rig,
     cookie_re,
     cookie_value,
@@ -25,7 +26,7 @@ from tests.middleware_support import (
     set_cookies,
     shop_client,
 )
-from tracklayer_mw import Settings
+from tracklayer_mw import Engine, Settings
 from tracklayer_mw.context import ClickContext
 
 EPIK = "dj0yJnU9cGluLWNsaWNr"
@@ -275,6 +276,15 @@ def test_valid_tl_alone_carries_the_click_to_server_events(rig: Rig) -> None:
     client = shop_client("starlette", rig.engine())
     jar = first_visit(rig, client)
     fetch(client, "GET", "/buy", cookies={"_tl": jar["_tl"]})
+    assert click_id_of_purchase(rig) == EPIK
+
+
+def test_tl_from_a_server_whose_clock_runs_a_little_ahead_is_read(rig: Rig) -> None:
+    """Two servers behind one load balancer: the one that set _tl has a clock 2 s ahead."""
+    ahead = Engine(rig.settings(), transport=rig.transport, clock=FakeClock(rig.clock() + 2))
+    rig.engines.append(ahead)
+    jar = first_visit(rig, shop_client("starlette", ahead))
+    fetch(shop_client("starlette", rig.engine()), "GET", "/buy", cookies={"_tl": jar["_tl"]})
     assert click_id_of_purchase(rig) == EPIK
 
 

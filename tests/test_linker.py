@@ -15,6 +15,7 @@ from tests.middleware_support import (
     FRAMEWORKS,
     PAY_HOST,
     SHOP,
+    FakeClock,
     Rig,
     cookie_re,
     cookie_value,
@@ -181,6 +182,26 @@ def test_token_just_inside_ten_minutes_is_accepted(rig: Rig) -> None:
     rig.clock.advance(TOKEN_MAX_AGE - 1)
     arrival = fetch(shop_client("starlette", pay_engine(rig), base_url=PAY), "GET", f"/?_tlx={token}")
     assert cookie_value(set_cookies(arrival)["_epik"]) == EPIK
+
+
+def origin_with_clock_ahead(rig: Rig, seconds: float) -> Engine:
+    """The shop on another machine, whose clock runs `seconds` ahead of the destination's."""
+    engine = Engine(rig.settings(), transport=rig.transport, clock=FakeClock(rig.clock() + seconds))
+    rig.engines.append(engine)
+    return engine
+
+
+@pytest.mark.parametrize("seconds", [1, 5, 60])
+def test_token_from_a_host_whose_clock_runs_a_little_ahead_is_accepted(rig: Rig, seconds: float) -> None:
+    token = origin_with_clock_ahead(rig, seconds).linker.mint(click(at=rig.clock()), PAY_HOST)
+    arrival = fetch(shop_client("starlette", pay_engine(rig), base_url=PAY), "GET", f"/?_tlx={token}")
+    assert cookie_value(set_cookies(arrival)["_epik"]) == EPIK
+
+
+def test_token_signed_far_in_the_future_is_ignored(rig: Rig) -> None:
+    token = origin_with_clock_ahead(rig, 3600).linker.mint(click(at=rig.clock()), PAY_HOST)
+    arrival = fetch(shop_client("starlette", pay_engine(rig), base_url=PAY), "GET", f"/?_tlx={token}")
+    assert set_cookies(arrival) == {}
 
 
 def test_replayed_token_is_ignored(rig: Rig) -> None:

@@ -10,6 +10,9 @@ from itsdangerous.timed import TimestampSigner
 
 COOKIE_SALT = "tracklayer.context-cookie"
 LINKER_SALT = "tracklayer.linker"
+# Another server (the linked site, or a sibling behind the load balancer) may sign with a clock
+# running a little ahead: accept values signed up to this far in the future.
+CLOCK_SKEW = 120
 
 
 class SignedCodec:
@@ -20,6 +23,7 @@ class SignedCodec:
             def get_timestamp(self) -> int:
                 return int(clock())
 
+        self._clock = clock
         self._serializer = URLSafeTimedSerializer(
             list(keys),
             salt=salt,
@@ -37,7 +41,11 @@ class SignedCodec:
         if not token or len(token) > 4096:
             return None
         try:
-            value, signed_at = self._serializer.loads(token, max_age=max_age, return_timestamp=True)
+            # The age is checked here, not by itsdangerous, which refuses any signature dated in its future.
+            value, signed_at = self._serializer.loads(token, max_age=None, return_timestamp=True)
         except (BadData, ValueError, TypeError):
             return None
-        return value, int(signed_at.timestamp())
+        issued_at = int(signed_at.timestamp())
+        if not -CLOCK_SKEW <= int(self._clock()) - issued_at <= max_age:
+            return None
+        return value, issued_at
