@@ -211,6 +211,14 @@ def test_replayed_token_is_ignored(rig: Rig) -> None:
     assert set_cookies(fetch(pay, "GET", f"/?_tlx={token}")) == {}
 
 
+def test_token_from_a_clock_ahead_is_not_accepted_twice_while_it_is_valid(rig: Rig) -> None:
+    token = origin_with_clock_ahead(rig, 100).linker.mint(click(at=rig.clock()), PAY_HOST)
+    pay = shop_client("starlette", pay_engine(rig), base_url=PAY)
+    fetch(pay, "GET", f"/?_tlx={token}")
+    rig.clock.advance(TOKEN_MAX_AGE + 50)  # the token is 550 s old by its own date: still valid
+    assert set_cookies(fetch(pay, "GET", f"/?_tlx={token}")) == {}
+
+
 def test_bad_token_on_post_is_stripped_and_the_app_runs(rig: Rig) -> None:
     pay = shop_client("starlette", pay_engine(rig), base_url=PAY)
     response = fetch(pay, "POST", "/echo?cart=7&_tlx=forged")

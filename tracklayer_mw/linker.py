@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
 from tracklayer_mw.context import ClickContext
-from tracklayer_mw.signing import LINKER_SALT, SignedCodec
+from tracklayer_mw.signing import CLOCK_SKEW, LINKER_SALT, SignedCodec
 
 TOKEN_PARAM = "_tlx"  # noqa: S105 - a query parameter name, not a password
 TOKEN_MAX_AGE = 600
@@ -51,7 +51,7 @@ class Linker:
                 self._seen.popitem(last=False)
             if nonce in self._seen:
                 return False
-            self._seen[nonce] = now + TOKEN_MAX_AGE
+            self._seen[nonce] = now + TOKEN_MAX_AGE + CLOCK_SKEW  # as long as the token can be valid
             return True
 
 
