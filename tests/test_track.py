@@ -193,6 +193,33 @@ def test_unusable_customer_phone_drops_that_field_and_keeps_the_event(rig: Rig) 
     assert set(delivered_one(rig)["user_data"]) == {"em", "client_ip_address", "client_user_agent"}
 
 
+@pytest.mark.parametrize("field", ["email", "first_name", "external_id", "phone"])
+def test_customer_text_that_is_not_unicode_drops_that_field_and_keeps_the_event(rig: Rig, field: str) -> None:
+    """A lone surrogate (from a form or a database) cannot be hashed: the field goes, not the request."""
+    scope = request_seen_by(rig.engine())
+    assert track(scope, "Lead", user={field: "ann\ud800@example.com"}) is not None
+    assert set(delivered_one(rig)["user_data"]) == {"client_ip_address", "client_user_agent"}
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        pytest.param({"custom": {"order_id": "A-\ud800"}}, id="order-id"),
+        pytest.param({"custom": {"content_name": "mug \udfff"}}, id="custom-text"),
+        pytest.param({"custom": {"content_ids": ["sku-\ud800"]}}, id="content-ids"),
+        pytest.param({"url": "https://www.shop.localhost/\ud800"}, id="url"),
+    ],
+)
+def test_event_text_that_is_not_unicode_queues_nothing_and_never_raises(
+    rig: Rig, arguments: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Queued, it could never be sent: every delivery batch holding it would fail to encode."""
+    scope = request_seen_by(rig.engine())
+    assert track(scope, "Purchase", user={"email": "ann@example.com"}, **arguments) is None
+    assert "not valid Unicode" in caplog.text
+    assert rig.delivered() == []
+
+
 # --- tracking trouble never raises, never waits -------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from tracklayer_mw.context import query_params
-from tracklayer_mw.engine import Engine, RequestState
+from tracklayer_mw.engine import Engine, RequestState, lone_surrogate_at
 from tracklayer_mw.events import Event, EventError, parse_event
 from tracklayer_mw.linker import TOKEN_PARAM, with_param
 from tracklayer_mw.snippet import render_tag, script_bytes, snippet_config
@@ -47,30 +47,6 @@ def redirect_answer(status: int, location: str, cookies: list[str]) -> Answer:
 
 def json_answer(status: int, payload: dict[str, Any], headers: list[tuple[str, str]] | None = None) -> Answer:
     return Answer(status, [*_JSON, *(headers or [])], json.dumps(payload, separators=(",", ":")).encode())
-
-
-def lone_surrogate_at(value: object, path: str = "") -> str | None:
-    """The path of the first text JSON's "\\ud800" escapes left without its pair, or None.
-
-    Such text is not Unicode: it cannot be hashed or sent (UTF-8 has no encoding for it).
-    """
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return path or "event"
-        return None
-    children: list[tuple[object, str]] = []
-    if isinstance(value, dict):
-        children = [(key, path) for key in value]
-        children += [(item, f"{path}.{key}" if path else str(key)) for key, item in value.items()]
-    elif isinstance(value, list):
-        children = [(item, f"{path}[{index}]") for index, item in enumerate(value)]
-    for child, child_path in children:
-        found = lone_surrogate_at(child, child_path)
-        if found is not None:
-            return found
-    return None
 
 
 class RateLimiter:

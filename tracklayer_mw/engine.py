@@ -72,6 +72,30 @@ def is_shared_cacheable(cache_control: str | None) -> bool:
     return "public" in directives or "s-maxage" in directives
 
 
+def lone_surrogate_at(value: object, path: str = "") -> str | None:
+    """The path of the first text JSON's "\\ud800" escapes left without its pair, or None.
+
+    Such text is not Unicode: it cannot be hashed or sent (UTF-8 has no encoding for it).
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "event"
+        return None
+    children: list[tuple[object, str]] = []
+    if isinstance(value, dict):
+        children = [(key, path) for key in value]
+        children += [(item, f"{path}.{key}" if path else str(key)) for key, item in value.items()]
+    elif isinstance(value, list):
+        children = [(item, f"{path}[{index}]") for index, item in enumerate(value)]
+    for child, child_path in children:
+        found = lone_surrogate_at(child, child_path)
+        if found is not None:
+            return found
+    return None
+
+
 class Engine:
     def __init__(
         self,
@@ -287,6 +311,12 @@ class Engine:
             items = value if isinstance(value, list | tuple) else [value]
             if not all(item is None or isinstance(item, str) for item in items):
                 raise ValueError(f"tracklayer.track: user.{name}: must be a string or a list of strings")
+        bad = lone_surrogate_at({"custom": custom, "event_id": event_id, "url": url})
+        if bad is not None:  # text from a database or a form, not the developer's mistake
+            logger.warning(
+                "tracklayer: %s not queued: %s is not valid Unicode (a lone surrogate)", event, bad
+            )
+            return None
         raw: dict[str, Any] = {
             "event": event,
             "custom": custom,
@@ -308,6 +338,10 @@ class Engine:
                 )
             except UserDataError as exc:
                 logger.warning("tracklayer: dropped a user field from %s %s: %s", event, parsed.event_id, exc)
+            except UnicodeEncodeError:
+                logger.warning(
+                    "tracklayer: dropped user.%s from %s %s: not valid Unicode", name, event, parsed.event_id
+                )
         reason = self.should_drop(state)
         if reason:
             logger.info("tracklayer: %s %s not queued (%s)", event, parsed.event_id, reason)
