@@ -17,6 +17,7 @@ from tracklayer_mw.context import (
     is_bot,
     normalize_host,
     query_params,
+    without_emails,
 )
 
 # --- the client IP ----------------------------------------------------------------------------------
@@ -128,6 +129,29 @@ def test_epik_from_params_accepts_only_cookie_safe_values(query: str, expected: 
 )
 def test_cookie_safe(value: str | None, expected: str | None) -> None:
     assert cookie_safe(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        pytest.param("https://x/p?a=1", "https://x/p?a=1", id="nothing-to-remove"),
+        pytest.param("https://x/p?email=ann%40example.com&a=1", "https://x/p?a=1", id="encoded-email"),
+        pytest.param("https://x/p?a=1&e=Ann@Example.COM", "https://x/p?a=1", id="raw-email"),
+        pytest.param("https://x/p?to=ann%2Bshop%40mail.example.org", "https://x/p", id="plus-address"),
+        pytest.param("https://x/p?a=1#email=ann@example.com", "https://x/p?a=1", id="fragment"),
+        pytest.param("https://x/p?handle=@ann&a=b%40c", "https://x/p?handle=@ann&a=b%40c", id="not-an-email"),
+        pytest.param("https://x/p?flag&sig=a%20b", "https://x/p?flag&sig=a%20b", id="rest-kept-as-written"),
+    ],
+)
+def test_without_emails_drops_the_query_pairs_that_carry_one(url: str, expected: str) -> None:
+    assert without_emails(url) == expected
+
+
+def test_landing_url_is_remembered_without_emails() -> None:
+    url = "https://x/?epik=abc&email=ann%40example.com"
+    click = click_from_url(url, query_params(url.partition("?")[2]), source="url", now=1)
+    assert click is not None
+    assert click.landing_url == "https://x/?epik=abc"
 
 
 def test_query_params_with_too_many_fields_count_as_none() -> None:

@@ -420,6 +420,14 @@ def test_client_ip_comes_from_the_trusted_hop(rig: Rig, framework: str) -> None:
     assert delivered_one(rig)["user_data"]["client_ip_address"] == "198.51.100.7"
 
 
+@pytest.mark.parametrize("where", ["url", "referer"])
+def test_an_email_in_the_page_url_is_never_stored_or_sent(rig: Rig, where: str) -> None:
+    page = f"{SHOP}/thanks?email=ann%40example.com&order=7"
+    event = {"event": "Lead", **({"url": page} if where == "url" else {})}
+    post(shop_client("starlette", rig.engine()), event, headers={"referer": page})
+    assert delivered_one(rig)["event_source_url"] == f"{SHOP}/thanks?order=7"
+
+
 def test_browser_event_url_defaults_to_the_referer(rig: Rig) -> None:
     client = shop_client("starlette", rig.engine())
     post(client, {"event": "AddToCart"}, headers={"referer": f"{SHOP}/p/sku-9"})

@@ -132,6 +132,12 @@ def test_request_url_uses_the_forwarded_host_of_a_trusted_proxy(rig: Rig) -> Non
     assert delivered_one(rig)["event_source_url"] == "https://www.shop.localhost:8443/buy"
 
 
+def test_an_email_in_the_request_url_is_never_stored_or_sent(rig: Rig) -> None:
+    client = shop_client("starlette", rig.engine())
+    fetch(client, "GET", "/buy?newsletter=1&email=dora.inurl%40example.com")
+    assert delivered_one(rig)["event_source_url"] == f"{SHOP}/buy?newsletter=1"
+
+
 def test_explicit_url_wins_over_the_request_url(rig: Rig) -> None:
     scope = request_seen_by(rig.engine())
     track(scope, "Lead", user={"email": "ann@example.com"}, url="https://www.shop.localhost/landing")

@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote_plus, urlsplit, urlunsplit
 
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 # Provenance, strongest first: a click seen in the URL beats one carried by a linker token, which beats
@@ -83,6 +83,26 @@ class ClickContext:
         return replace(self, source=source)
 
 
+# An email address in a page URL (a newsletter link, a form sent by GET) is personal data.
+_EMAIL_RE = re.compile(r"[^\s@/?&=#:;,]+@[^\s@/?&=#:;,]+\.[a-z]{2,}", re.IGNORECASE)
+
+
+def without_emails(url: str) -> str:
+    """`url` without the query pairs (and fragment) holding an email address, the rest as written.
+
+    URLs are stored in the outbox and sent as `event_source_url`: raw personal data must be neither.
+    """
+    if "@" not in unquote_plus(url):
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.partition("?")[0].partition("#")[0]
+    kept = [pair for pair in parts.query.split("&") if pair and not _EMAIL_RE.search(unquote_plus(pair))]
+    fragment = "" if _EMAIL_RE.search(unquote_plus(parts.fragment)) else parts.fragment
+    return urlunsplit(parts._replace(query="&".join(kept), fragment=fragment))
+
+
 def query_params(query_string: str) -> dict[str, list[str]]:
     try:
         return parse_qs(query_string, keep_blank_values=False, max_num_fields=200)
@@ -105,7 +125,7 @@ def click_from_url(
     if epik is None:
         return None
     utm = tuple((key, params[key][-1][:_MAX_UTM]) for key in UTM_KEYS if params.get(key))
-    return ClickContext(epik, source, int(now), url[:_MAX_LANDING], utm)
+    return ClickContext(epik, source, int(now), without_emails(url)[:_MAX_LANDING], utm)
 
 
 def click_from_page_url(url: str, *, now: float) -> ClickContext | None:

@@ -28,6 +28,7 @@ from tracklayer_mw.context import (
     fresher,
     is_bot,
     query_params,
+    without_emails,
 )
 from tracklayer_mw.cookies import EPIK_COOKIE, CookieJar, tag_cookie_values, values_digest
 from tracklayer_mw.events import Event, EventError, merge_payloads, parse_event
@@ -265,8 +266,9 @@ class Engine:
         """The request's click context, client and privacy flags, added to a validated event."""
         view = state.view
         opt_out = not state.consent  # only reached without consent when on_no_consent is "opt_out"
+        url = event.url or (view.headers.get("referer") if event.source == "browser" else view.url)
         return event.with_context(
-            url=event.url or (view.headers.get("referer") if event.source == "browser" else view.url),
+            url=without_emails(url) if url else None,
             click_id=state.context.epik if state.context else None,
             client_ip=view.client_ip,
             user_agent=(view.headers.get("user-agent") or "")[:2048] or None,
