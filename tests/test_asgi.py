@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import jinja2
 import pytest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -35,9 +36,10 @@ from tests.middleware_support import (
     landing_cookies,
     shop_client,
 )
-from tracklayer_mw import Engine, Settings, TrackLayerMiddleware
+from tracklayer_mw import Engine, Settings, TrackLayerMiddleware, snippet_tag
 from tracklayer_mw.engine import RequestState
 from tracklayer_mw.request import INJECTED_KEY, RequestView
+from tracklayer_mw.snippet import install_jinja
 
 HEAD_END = PAGE.index(b"</head>")
 
@@ -114,6 +116,29 @@ def test_page_whose_template_placed_the_tag_is_left_alone(rig: Rig) -> None:
         routes=[Route("/", page)], middleware=[Middleware(TrackLayerMiddleware, engine=rig.engine())]
     )
     assert fetch(asgi_client(app), "GET", "/").content == PAGE
+
+
+def test_a_jinja_template_places_the_tag_with_the_default_factory(rig: Rig) -> None:
+    """`install_jinja(env)` alone: the template renders the request's tag once, the middleware adds none."""
+    env = jinja2.Environment(autoescape=True)
+    install_jinja(env)
+    template = env.from_string(
+        "<html><head>{{ tracklayer_tag(request) }}<title>t</title></head><body></body></html>"
+    )
+
+    async def page(request: Request) -> Response:
+        return HTMLResponse(template.render(request=request))
+
+    app = Starlette(
+        routes=[Route("/", page)], middleware=[Middleware(TrackLayerMiddleware, engine=rig.engine())]
+    )
+    body = fetch(asgi_client(app), "GET", "/").content
+    assert body.count(b"data-tl=") == 1
+    assert body.index(b"data-tl=") < body.index(b"<title>")
+
+
+def test_snippet_tag_outside_the_middleware_renders_nothing() -> None:
+    assert snippet_tag({"type": "http"}) == ""
 
 
 def snippet_config_of(body: bytes) -> dict[str, Any]:

@@ -287,3 +287,18 @@ def test_fresher_keeps_when_and_where_a_click_was_first_seen() -> None:
 )
 def test_is_bot(user_agent: str | None, bot: bool) -> None:
     assert is_bot(user_agent) is bot
+
+
+@pytest.mark.parametrize(
+    ("values", "hops", "expected"),
+    [
+        pytest.param(["https"], 2, "https", id="set-once-by-the-outer-proxy"),
+        pytest.param(["http, https"], 2, "http", id="two-entries-two-hops"),
+        pytest.param(["evil, http, https"], 2, "http", id="a-client-entry-beyond-the-trusted-hops"),
+        pytest.param([""], 2, None, id="absent"),
+    ],
+)
+def test_headers_set_once_by_a_proxy_are_read_within_the_trusted_hops(
+    values: list[str], hops: int, expected: str | None
+) -> None:
+    assert forwarded_value(values, hops, set_by_one=True) == expected

@@ -383,6 +383,26 @@ def test_tracking_cookies_with_the_consent_cookie(rig: Rig) -> None:
     assert set(set_cookies(response)) == {"_epik", "_tl"}
 
 
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_withdrawn_consent_takes_back_the_cookies_tracklayer_set(rig: Rig, framework: str) -> None:
+    client = shop_client(framework, rig.engine(consent="tl_consent=granted"))
+    landing = fetch(client, "GET", f"/?epik={EPIK}", cookies={"tl_consent": "granted"})
+    issued = landing_cookies(landing)
+    withdrawn = fetch(
+        client, "GET", "/", cookies={**issued, "_pin_unauth": "dWlkPU1", "tl_consent": "denied"}
+    )
+    expired = set_cookies(withdrawn)
+    assert set(expired) == {"_epik", "_pin_unauth", "_tl"}
+    for name, header in expired.items():
+        assert header == f"{name}=; Path=/; Max-Age=0; Domain={COOKIE_DOMAIN}; SameSite=Lax"
+
+
+def test_without_consent_cookies_tracklayer_never_set_are_left_alone(rig: Rig) -> None:
+    client = shop_client("starlette", rig.engine(consent="tl_consent=granted"))
+    response = fetch(client, "GET", "/", cookies={"_epik": EPIK, "_pin_unauth": "dWlkPU1"})
+    assert set_cookies(response) == {}
+
+
 @pytest.mark.parametrize("on_no_consent", ["drop", "opt_out"])
 def test_no_tracking_cookie_when_the_consent_callable_says_no(rig: Rig, on_no_consent: str) -> None:
     client = shop_client("starlette", rig.engine(consent=lambda request: False, on_no_consent=on_no_consent))

@@ -150,6 +150,7 @@ def test_not_html_head_request_lowercase_method() -> None:
     [
         pytest.param(199, id="1xx"),
         pytest.param(204, id="204-no-content"),
+        pytest.param(206, id="206-a-range-of-the-page"),
         pytest.param(301, id="3xx"),
         pytest.param(304, id="304"),
         pytest.param(404, id="4xx"),

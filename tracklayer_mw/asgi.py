@@ -212,7 +212,7 @@ class _Responder:
             )
         ):
             nonce = csp_nonce(headers.getlist("content-security-policy"))
-            self.tag = self.endpoints.tag_html(self.state, nonce).encode()
+            self.tag = self.engine.tag_html(self.state, nonce).encode()
             self.held = message
 
     async def _body(self, message: Message) -> None:

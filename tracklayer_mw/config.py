@@ -14,7 +14,9 @@ DEFAULT_API_BASE = "https://api.pinterest.com/v5"
 DEFAULT_OUTBOX = "sqlite:///tracklayer-outbox.sqlite3"
 ENV_PREFIX = "TRACKLAYER_"
 
-_HOST_RE = re.compile(r"^\.?(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
+_HOST_RE = re.compile(
+    r"^\.?(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
 _COOKIE_TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _COOKIE_VALUE_RE = re.compile(r"^[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*$")
 _TRUE = {"1", "true", "yes", "on"}
@@ -80,11 +82,17 @@ class Settings:
     def __post_init__(self) -> None:
         keys = _split_list(self.secret_key)
         if not keys:
-            raise ValueError("secret_key: required (TRACKLAYER_SECRET_KEY); a comma-separated list rotates keys")
+            raise ValueError(
+                "secret_key: required (TRACKLAYER_SECRET_KEY); a comma-separated list rotates keys"
+            )
         if any(len(key) < 16 for key in keys):
             raise ValueError("secret_key: every key must be at least 16 characters long")
         object.__setattr__(self, "secret_key", keys)
+        self._check_pinterest()
+        self._check_cookies_and_paths()
+        self._check_consent_and_limits()
 
+    def _check_pinterest(self) -> None:
         account = (self.pinterest_ad_account_id or "").strip() or None
         if account is not None and not (account.isascii() and account.isdigit() and len(account) <= 18):
             raise ValueError(
@@ -99,7 +107,9 @@ class Settings:
 
         base = self.pinterest_api_base.strip().rstrip("/")
         if not re.match(r"^https?://[^/\s]+", base):
-            raise ValueError("pinterest_api_base: must be an http(s) URL such as https://api.pinterest.com/v5")
+            raise ValueError(
+                "pinterest_api_base: must be an http(s) URL such as https://api.pinterest.com/v5"
+            )
         object.__setattr__(self, "pinterest_api_base", base)
 
         tag = (self.pinterest_tag_id or "").strip() or None
@@ -107,6 +117,7 @@ class Settings:
             raise ValueError("pinterest_tag_id: must be the digits of the Pinterest tag id")
         object.__setattr__(self, "pinterest_tag_id", tag)
 
+    def _check_cookies_and_paths(self) -> None:
         domain = (self.cookie_domain or "").strip() or None
         if domain is not None:
             domain = _normalize_host("cookie_domain", domain if domain.startswith(".") else "." + domain)
@@ -114,7 +125,10 @@ class Settings:
         linked = tuple(_normalize_host("linked_domains", host) for host in _split_list(self.linked_domains))
         object.__setattr__(self, "linked_domains", linked)
 
-        if not (self.outbox.startswith("sqlite:///") and len(self.outbox) > 10) and self.outbox != "memory://":
+        if (
+            not (self.outbox.startswith("sqlite:///") and len(self.outbox) > 10)
+            and self.outbox != "memory://"
+        ):
             raise ValueError("outbox: use 'sqlite:///PATH' (durable) or 'memory://' (tests only)")
 
         prefix = "/" + self.path_prefix.strip().strip("/")
@@ -125,6 +139,7 @@ class Settings:
         if not isinstance(self.trusted_proxy_hops, int) or not 0 <= self.trusted_proxy_hops <= 10:
             raise ValueError("trusted_proxy_hops: must be a whole number from 0 to 10")
 
+    def _check_consent_and_limits(self) -> None:
         if isinstance(self.consent, str):
             name, sep, value = self.consent.partition("=")
             if not sep or not _COOKIE_TOKEN_RE.match(name) or not value or not _COOKIE_VALUE_RE.match(value):

@@ -161,12 +161,16 @@ def _parse_ip(value: str) -> str | None:
         return None
 
 
-def forwarded_value(values: Iterable[str], hops: int) -> str | None:
-    """The entry `hops` from the right of a comma-separated header, like werkzeug's ProxyFix."""
+def forwarded_value(values: Iterable[str], hops: int, *, set_by_one: bool = False) -> str | None:
+    """The entry `hops` from the right of a comma-separated header, like werkzeug's ProxyFix.
+
+    `set_by_one`: headers such as X-Forwarded-Proto are usually set once by the outermost proxy
+    rather than appended by each; fewer entries than hops then all came from trusted proxies.
+    """
     entries = [item.strip() for value in values for item in value.split(",") if item.strip()]
-    if hops < 1 or len(entries) < hops:
+    if hops < 1 or not entries or (len(entries) < hops and not set_by_one):
         return None
-    return entries[-hops]
+    return entries[-min(hops, len(entries))]
 
 
 def client_ip(peer: str | None, forwarded_for: Iterable[str], trusted_hops: int) -> str | None:

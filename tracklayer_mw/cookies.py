@@ -80,6 +80,18 @@ class CookieJar:
         )
         return headers
 
+    def expire_headers(self, cookies: Mapping[str, str], *, host: str | None, secure: bool) -> list[str]:
+        """Remove the cookies tracklayer issued (when `_tl` says it did): consent was withdrawn."""
+        if CONTEXT_COOKIE not in cookies:
+            return []
+        domain = self._domain_for(host)
+        names = [name for name in (EPIK_COOKIE, *TAG_COOKIES, CONTEXT_COOKIE) if name in cookies]
+        return [self._header(name, "", domain=domain, secure=secure, max_age=0) for name in names]
+
+    def consent_header(self, name: str, value: str, *, host: str | None, secure: bool) -> str:
+        """The consent cookie, readable by the snippet, for consent that arrived with a linker token."""
+        return self._header(name, value, domain=self._domain_for(host), secure=secure)
+
     def _domain_for(self, host: str | None) -> str | None:
         # A Domain the request host is not inside would be rejected by the browser: stay host-only there.
         if host and self._settings.is_cookie_domain_host(host):
@@ -87,8 +99,16 @@ class CookieJar:
         return None
 
     @staticmethod
-    def _header(name: str, value: str, *, domain: str | None, secure: bool, http_only: bool = False) -> str:
-        parts = [f"{name}={value}", "Path=/", f"Max-Age={MAX_AGE}"]
+    def _header(
+        name: str,
+        value: str,
+        *,
+        domain: str | None,
+        secure: bool,
+        http_only: bool = False,
+        max_age: int = MAX_AGE,
+    ) -> str:
+        parts = [f"{name}={value}", "Path=/", f"Max-Age={max_age}"]
         if domain:
             parts.append(f"Domain={domain}")
         parts.append("SameSite=Lax")

@@ -6,7 +6,6 @@ Every untrusted input ends in a 4xx with a clear JSON error, never in an excepti
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
@@ -22,7 +21,6 @@ from tracklayer_mw.context import query_params
 from tracklayer_mw.engine import Engine, RequestState, lone_surrogate_at
 from tracklayer_mw.events import Event, EventError, parse_event
 from tracklayer_mw.linker import TOKEN_PARAM, with_param
-from tracklayer_mw.snippet import render_tag, script_bytes, snippet_config
 
 logger = logging.getLogger("tracklayer_mw")
 
@@ -77,23 +75,9 @@ class RateLimiter:
 class Endpoints:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        settings = engine.settings
-        self.prefix = settings.path_prefix
-        self.script = script_bytes()
-        self.etag = '"' + hashlib.sha256(self.script).hexdigest()[:20] + '"'
-        self.script_url = f"{self.prefix}/t.js?v={self.etag.strip(chr(34))[:8]}"
-        self.limiter = RateLimiter(settings.ingest_rate_per_minute, clock=time.monotonic)
-        consent = settings.consent_cookie
-        self._base_config = snippet_config(
-            ingest_url=f"{self.prefix}/ingest",
-            go_url=f"{self.prefix}/go",
-            linked_domains=settings.linked_hosts,
-            consent=f"cookie:{consent[0]}={consent[1]}" if consent else "none",
-            cookie_domain=settings.cookie_domain,
-            tag_id=settings.pinterest_tag_id,
-            page_visit=settings.page_visit,
-        )
-        self._static_tag = render_tag(script_url=self.script_url, config=self._base_config)
+        self.prefix = engine.settings.path_prefix
+        # The engine's clock, so a test's fake clock drives the rate as it drives everything else.
+        self.limiter = RateLimiter(engine.settings.ingest_rate_per_minute, clock=engine.clock)
 
     def route(self, path: str) -> str | None:
         """The endpoint a path names ("t.js", "ingest", "go", "diagnostics", "unknown"); None: not ours."""
@@ -104,40 +88,20 @@ class Endpoints:
 
     # --- the snippet -----------------------------------------------------------------------------
 
-    def tag_html(self, state: RequestState | None, nonce: str | None = None) -> str:
-        settings = self.engine.settings
-        consent = settings.consent
-        # On a host outside cookie_domain (a linked site) the browser refuses that Domain: host-only there.
-        host = state.view.host if state is not None else None
-        outside = (
-            settings.cookie_domain is not None
-            and host is not None
-            and not settings.is_cookie_domain_host(host)
-        )
-        if nonce is None and not outside and (state is None or not callable(consent)):
-            return self._static_tag  # the common case, rendered once
-        config = dict(self._base_config)
-        if outside:
-            config["d"] = ""
-        if callable(consent) and state is not None:
-            # The server decided for this request; a page cache would bake this in, so say so in the docs.
-            config["c"] = "granted" if state.consent else "denied"
-        return render_tag(script_url=self.script_url, config=config, nonce=nonce)
-
     def serve_script(self, state: RequestState) -> Answer:
         if state.view.method not in ("GET", "HEAD"):
             return json_answer(405, {"error": "use GET"}, [("allow", "GET, HEAD")])
-        headers = [("etag", self.etag), ("cache-control", "public, max-age=3600")]
+        headers = [("etag", self.engine.snippet.etag), ("cache-control", "public, max-age=3600")]
         if_none_match = state.view.headers.get("if-none-match", "")
         if (
-            self.etag in [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+            self.engine.snippet.etag in [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
             or if_none_match == "*"
         ):
             return Answer(304, headers)  # no Content-Type or Content-Length: they would describe no body
-        body = b"" if state.view.method == "HEAD" else self.script
+        body = b"" if state.view.method == "HEAD" else self.engine.snippet.script
         headers += [
             ("content-type", "application/javascript; charset=utf-8"),
-            ("content-length", str(len(self.script))),
+            ("content-length", str(len(self.engine.snippet.script))),
         ]
         return Answer(200, headers, body)
 

@@ -37,6 +37,7 @@ from tracklayer_mw.linker import TOKEN_PARAM, Linker, with_param, without_param
 from tracklayer_mw.outbox import NewEvent, Outbox, open_outbox
 from tracklayer_mw.pinterest import PinterestAdapter
 from tracklayer_mw.request import INJECTED_KEY, RequestView
+from tracklayer_mw.snippet import SnippetTag
 from tracklayer_mw.worker import Deliverer
 
 logger = logging.getLogger("tracklayer_mw")
@@ -59,10 +60,12 @@ class RequestState:
     bot: bool
     engine: Engine = field(repr=False)
     cookies_issued: bool = False
+    consent_carried: bool = False  # consent arrived with a linker token; remember it on this host
+    tag_placed: bool = False  # a template placed the snippet itself (`snippet_tag()`)
 
     @property
     def injected(self) -> bool:
-        return bool(self.view.raw.get(INJECTED_KEY))
+        return self.tag_placed or bool(self.view.raw.get(INJECTED_KEY))
 
 
 def is_shared_cacheable(cache_control: str | None) -> bool:
@@ -127,6 +130,14 @@ class Engine:
         )
         self.cookies = CookieJar(settings, clock=clock)
         self.linker = Linker(settings.secret_keys, clock=clock)
+        self.snippet = SnippetTag(
+            prefix=settings.path_prefix,
+            linked_domains=settings.linked_hosts,
+            consent_cookie=settings.consent_cookie,
+            cookie_domain=settings.cookie_domain,
+            tag_id=settings.pinterest_tag_id,
+            page_visit=settings.page_visit,
+        )
         self._started_pid = 0
         self._start_lock = threading.Lock()
 
@@ -201,6 +212,10 @@ class Engine:
         carried = self.linker.verify(token, state.view.host)
         if carried is not None:
             state.context = fresher(state.context, carried)
+            if not state.consent and self.settings.consent_cookie is not None:
+                # Tokens are minted only with consent, by a site of the same operator (it holds the
+                # secret): the visitor's choice travels with the click and is remembered here too.
+                state.consent = state.consent_carried = True
         else:
             logger.info("tracklayer: ignored a bad, expired, replayed or foreign linker token")
         state.view.query_string = query
@@ -213,8 +228,14 @@ class Engine:
 
     def set_cookie_headers(self, state: RequestState, *, cache_control: str | None = None) -> list[str]:
         """The Set-Cookie values: none if nothing is new, it was refreshed today, no consent, cacheable."""
-        if state.cookies_issued or not state.consent or state.bot or is_shared_cacheable(cache_control):
+        if state.cookies_issued or state.bot or is_shared_cacheable(cache_control):
             return []
+        if not state.consent:
+            # Consent withdrawn after tracklayer set its cookies: take them back, once.
+            state.cookies_issued = True
+            return self.cookies.expire_headers(
+                state.view.cookies, host=state.view.host, secure=state.view.secure
+            )
         values = dict(state.tag_values)
         if state.context is not None:
             values[EPIK_COOKIE] = state.context.epik
@@ -224,9 +245,28 @@ class Engine:
         if not changed and self.clock() - state.remembered_at < REFRESH_AFTER:
             return []
         state.cookies_issued = True
-        return self.cookies.set_cookie_headers(
+        headers = self.cookies.set_cookie_headers(
             state.context, state.tag_values, host=state.view.host, secure=state.view.secure
         )
+        if state.consent_carried and (consent := self.settings.consent_cookie) is not None:
+            headers.append(
+                self.cookies.consent_header(*consent, host=state.view.host, secure=state.view.secure)
+            )
+        return headers
+
+    def tag_html(self, state: RequestState, nonce: str | None = None) -> str:
+        """The snippet tag for this request's page."""
+        settings = self.settings
+        host = state.view.host
+        # On a host outside cookie_domain (a linked site) the browser refuses that Domain: host-only there.
+        host_only = (
+            settings.cookie_domain is not None
+            and host is not None
+            and not settings.is_cookie_domain_host(host)
+        )
+        # A callable's decision is rendered into the page (the cookie form of consent suits cached pages).
+        consent = ("granted" if state.consent else "denied") if callable(settings.consent) else None
+        return self.snippet.html(nonce=nonce, host_only=host_only, consent=consent)
 
     def redirect_location(self, state: RequestState, location: str) -> str | None:
         """The app's own redirect, carrying the click on: `epik` inside the site, a token to linked hosts."""

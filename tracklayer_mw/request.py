@@ -79,10 +79,10 @@ def _effective(
     scheme: str, host_header: str | None, peer: str | None, headers: Mapping[str, str], hops: int
 ) -> tuple[str, str | None, str | None, str | None]:
     if hops > 0:
-        proto = forwarded_value([headers.get("x-forwarded-proto", "")], hops)
+        proto = forwarded_value([headers.get("x-forwarded-proto", "")], hops, set_by_one=True)
         if proto in ("http", "https"):
             scheme = proto
-        forwarded_host = forwarded_value([headers.get("x-forwarded-host", "")], hops)
+        forwarded_host = forwarded_value([headers.get("x-forwarded-host", "")], hops, set_by_one=True)
         host_header = forwarded_host or host_header
     ip = client_ip(peer, [headers.get("x-forwarded-for", "")], hops)
     return scheme, normalize_host(host_header), _authority(host_header), ip

@@ -53,6 +53,7 @@ Notes on ``static/tracklayer.js`` (it must stay under 2 KB gzipped, so its reaso
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -167,9 +168,10 @@ def inject(body: bytes, tag: bytes) -> bytes | None:
 def is_html_response(
     status: int, content_type: str | None, content_encoding: str | None, method: str
 ) -> bool:
-    """Whether a response is one to inject into: 2xx with a body (not 204/205), media type
-    ``text/html`` (parameters ignored), no ``Content-Encoding`` other than ``identity``, not HEAD."""
-    if not 200 <= status < 300 or status in (204, 205) or method.upper() == "HEAD":
+    """Whether a response is one to inject into: 2xx with a whole body (not 204/205, not a 206
+    range), media type ``text/html`` (parameters ignored), no ``Content-Encoding`` other than
+    ``identity``, not HEAD."""
+    if not 200 <= status < 300 or status in (204, 205, 206) or method.upper() == "HEAD":
         return False
     if content_encoding and content_encoding.strip().lower() not in ("", "identity"):
         return False
@@ -226,13 +228,18 @@ def jinja_tag(tag_factory: Callable[[Any], str]) -> Callable[..., Markup]:
     return tracklayer_tag
 
 
-def install_jinja(env: jinja2.Environment, tag_factory: Callable[[Any], str]) -> None:
+def install_jinja(env: jinja2.Environment, tag_factory: Callable[[Any], str] | None = None) -> None:
     """Register ``tracklayer_tag`` (see :func:`jinja_tag`) as a global of ``env``.
 
     Put ``{{ tracklayer_tag(request) }}`` in the template's ``<head>`` when the page is streamed (the
-    middleware only injects into bodies it can see ``</head>`` in); the engine then marks the
-    request with ``tracklayer.injected`` and the middleware leaves the page alone.
+    middleware only injects into bodies it can see ``</head>`` in). The default factory is
+    :func:`tracklayer_mw.snippet_tag`: it renders the request's tag and marks the request, so the
+    middleware leaves the page alone.
     """
+    if tag_factory is None:
+        from tracklayer_mw.tracking import snippet_tag
+
+        tag_factory = snippet_tag
     env.globals["tracklayer_tag"] = jinja_tag(tag_factory)
 
 
@@ -243,3 +250,44 @@ def script_bytes() -> bytes:
         if candidate.is_file():
             return candidate.read_bytes()
     raise FileNotFoundError("tracklayer.js not found next to the tracklayer_mw package")
+
+
+class SnippetTag:
+    """The snippet's bytes and ETag, and the tag that loads it, prepared once per middleware."""
+
+    def __init__(
+        self,
+        *,
+        prefix: str,
+        linked_domains: Sequence[str] = (),
+        consent_cookie: tuple[str, str] | None = None,
+        cookie_domain: str | None = None,
+        tag_id: str | None = None,
+        page_visit: bool = True,
+    ) -> None:
+        self.script = script_bytes()
+        self.etag = '"' + hashlib.sha256(self.script).hexdigest()[:20] + '"'
+        # The version in the URL lets browsers cache t.js and still see a new release at once.
+        self.url = f"{prefix}/t.js?v={self.etag[1:9]}"
+        self.config = snippet_config(
+            ingest_url=f"{prefix}/ingest",
+            go_url=f"{prefix}/go",
+            linked_domains=linked_domains,
+            consent=f"cookie:{consent_cookie[0]}={consent_cookie[1]}" if consent_cookie else "none",
+            cookie_domain=cookie_domain,
+            tag_id=tag_id,
+            page_visit=page_visit,
+        )
+        self._plain = render_tag(script_url=self.url, config=self.config)
+
+    def html(self, *, nonce: str | None = None, host_only: bool = False, consent: str | None = None) -> str:
+        """The tag; `host_only` drops the cookie domain (a linked host is outside it), `consent`
+        is the server's decision for this request when consent is a callable."""
+        if nonce is None and not host_only and consent is None:
+            return self._plain  # the common case, rendered once
+        config = dict(self.config)
+        if host_only:
+            config["d"] = ""
+        if consent is not None:
+            config["c"] = consent
+        return render_tag(script_url=self.url, config=config, nonce=nonce)

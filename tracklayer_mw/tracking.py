@@ -43,3 +43,13 @@ def track(
     except Exception:
         logger.exception("tracklayer: track(%r) failed; nothing queued", event)
         return None
+
+
+def snippet_tag(request: object, nonce: str | None = None) -> str:
+    """The snippet's HTML for a template that places it itself (a streamed page), e.g. through
+    `install_jinja`; the request is marked so the middleware adds no second tag. "" outside the middleware."""
+    state = state_of(request)
+    if state is None:
+        return ""
+    state.tag_placed = True
+    return state.engine.tag_html(state, nonce)

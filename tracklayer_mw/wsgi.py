@@ -200,7 +200,7 @@ class _Responder:
             and is_html_response(code, get("content-type"), get("content-encoding"), self.state.view.method)
         ):
             csp = [value for key, value in headers if key.lower() == "content-security-policy"]
-            self.tag = self.endpoints.tag_html(self.state, csp_nonce(csp)).encode()
+            self.tag = self.engine.tag_html(self.state, csp_nonce(csp)).encode()
             self.holding = True
         return headers
 
