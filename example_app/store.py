@@ -23,10 +23,9 @@ routes them through ``/_tl/go``).
 
 Consent: the store runs with ``consent="tl_consent=granted"``. The cookie banner calls
 ``tracklayer.consent(true|false)``; until then the snippet holds every event and the server sets
-no tracking cookie. Links and redirects to the payment partner carry the consent along as a signed,
-host-bound, short-lived ``tl_consent`` parameter (what consent platforms do across domains),
-which :class:`ConsentSync` turns into the partner's own consent cookie before the middleware sees
-the request.
+no tracking cookie. The linker token that takes the visitor to the payment partner carries the
+consent along (tokens are minted only with consent), and the middleware there remembers it in the
+partner's own consent cookie.
 
 The confirmation page is the one template that places the tag itself
 (``{{ tracklayer_tag(request) }}``, registered with :func:`tracklayer_mw.snippet.install_jinja`);
@@ -38,7 +37,7 @@ from __future__ import annotations
 import re
 import secrets
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,22 +45,18 @@ from urllib.parse import parse_qs, urlencode
 
 import httpx
 import jinja2
-from itsdangerous import BadSignature, TimestampSigner, URLSafeSerializer
+from itsdangerous import BadSignature, URLSafeSerializer
 from starlette.applications import Starlette
-from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Host, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from example_app import catalog
 from example_app.catalog import CURRENCY, Product, money
 from tracklayer_mw import Engine, Settings, TrackLayerMiddleware, track
-from tracklayer_mw.endpoints import Endpoints
-from tracklayer_mw.request import INJECTED_KEY, parse_cookies, state_of
 from tracklayer_mw.snippet import install_jinja
 
 HERE = Path(__file__).resolve().parent
@@ -70,8 +65,6 @@ STATIC = HERE / "static"
 
 CART_COOKIE = "mm_cart"
 BANNER_COOKIE = "tl_banner"  # the visitor answered the banner (either way): do not ask again
-CONSENT_PARAM = "tl_consent"  # the signed consent carried to the payment partner
-CONSENT_SYNC_MAX_AGE = 600
 YEAR = 31_536_000
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -224,64 +217,6 @@ class Carts:
         return None
 
 
-# --- consent across sites ------------------------------------------------------------------------
-
-
-class ConsentSync:
-    """Carry the visitor's consent to the payment partner, a site the consent cookie cannot reach.
-
-    Links and redirects from the store to ``pay.localhost`` carry ``tl_consent=<signed host>``
-    when the visitor has consented; on a request with a valid one (signed with the store's
-    secret, for this very host, at most 10 minutes old) this middleware adds the consent cookie to
-    the request, so the tracking middleware inside sees consent on the linker's arrival request,
-    and sets the cookie on the response, so the partner's later pages see it too.
-    """
-
-    def __init__(self, app: ASGIApp, *, signer: TimestampSigner, cookie: tuple[str, str]) -> None:
-        self.app = app
-        self.signer = signer
-        self.name, self.value = cookie
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self._granted(scope):
-            await self.app(scope, receive, send)
-            return
-        pair = f"{self.name}={self.value}"
-        headers = [(name, value) for name, value in scope["headers"] if name != b"cookie"]
-        existing = b"; ".join(value for name, value in scope["headers"] if name == b"cookie")
-        headers.append((b"cookie", (existing + b"; " if existing else b"") + pair.encode("latin-1")))
-        scope = {**scope, "headers": headers}
-
-        async def send_with_cookie(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                response_headers = MutableHeaders(scope=message)
-                response_headers.append("set-cookie", f"{pair}; Path=/; Max-Age={YEAR}; SameSite=Lax")
-                response_headers.append(
-                    "set-cookie", f"{BANNER_COOKIE}=accepted; Path=/; Max-Age={YEAR}; SameSite=Lax"
-                )
-            await send(message)
-
-        await self.app(scope, receive, send_with_cookie)
-
-    def _granted(self, scope: Scope) -> bool:
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        tokens = query.get(CONSENT_PARAM)
-        if not tokens:
-            return False
-        cookies = parse_cookies(
-            "; ".join(value.decode("latin-1") for name, value in scope["headers"] if name == b"cookie")
-        )
-        if cookies.get(self.name) == self.value:
-            return False  # already granted here
-        host = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"host"), "")
-        host = host.rsplit(":", 1)[0].lower() if not host.startswith("[") else host
-        try:
-            signed_for = self.signer.unsign(tokens[-1], max_age=CONSENT_SYNC_MAX_AGE).decode()
-        except BadSignature:  # also SignatureExpired
-            return False
-        return signed_for == host
-
-
 # --- the app -------------------------------------------------------------------------------------
 
 
@@ -309,7 +244,6 @@ class Store:
     hosts: Hosts
     orders: Orders
     carts: Carts
-    consent_signer: TimestampSigner
     templates: jinja2.Environment
     currency: str = CURRENCY
 
@@ -322,12 +256,9 @@ class Store:
         return visit.cookies.get(cookie[0]) == cookie[1]
 
     def partner_url(self, visit: Visit, path: str, **params: str) -> str:
-        """A URL at the payment partner, carrying the visitor's consent when there is some."""
-        query = dict(params)
-        if self.settings.consent_cookie is not None and self.has_consent(visit):
-            query[CONSENT_PARAM] = self.consent_signer.sign(self.hosts.pay).decode()
+        """A URL at the payment partner; the middleware adds the linker token to redirects there."""
         url = f"{visit.site['pay']}{path}"
-        return f"{url}?{urlencode(query)}" if query else url
+        return f"{url}?{urlencode(params)}" if params else url
 
     def banner_domain(self, visit: Visit) -> str:
         """The Domain for the banner's cookies: the shared cookie domain where it applies."""
@@ -421,24 +352,7 @@ def _wants_json(request: Request) -> bool:
     return "application/json" in request.headers.get("accept", "")
 
 
-def make_tag_factory(endpoints: Endpoints) -> Callable[[Any], str]:
-    """The factory `install_jinja` needs: the request's tag, and a mark so the middleware adds none."""
-
-    def tag_for(request: Any) -> str:
-        state = state_of(request)
-        if state is None:
-            return ""  # a page no middleware saw (a unit test rendering the template alone)
-        # The engine reads the mark from the scope it saw; the app holds a copy of that scope.
-        state.view.raw[INJECTED_KEY] = True
-        scope = getattr(request, "scope", None)
-        if isinstance(scope, dict):
-            scope[INJECTED_KEY] = True
-        return endpoints.tag_html(state)
-
-    return tag_for
-
-
-def make_templates(endpoints: Endpoints) -> jinja2.Environment:
+def make_templates() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         autoescape=jinja2.select_autoescape(["html"]),
@@ -447,7 +361,7 @@ def make_templates(endpoints: Endpoints) -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["money"] = money
-    install_jinja(env, make_tag_factory(endpoints))
+    install_jinja(env)  # {{ tracklayer_tag(request) }}, marked so the middleware adds no second tag
     return env
 
 
@@ -459,7 +373,7 @@ def create_app(
     hosts: Hosts | None = None,
     orders: Orders | None = None,
 ) -> Starlette:
-    """The store, behind `TrackLayerMiddleware` (and `ConsentSync`).
+    """The store, behind `TrackLayerMiddleware`.
 
     ``transport`` goes to the delivery worker (``PinterestSandbox().transport()`` in the demo and the
     tests); pass an ``engine`` instead to share one with another app (the Flask page). The engine is
@@ -469,15 +383,13 @@ def create_app(
     engine = engine or Engine(settings, transport=transport)
     settings = engine.settings
     secret = settings.secret_keys[-1]
-    endpoints = Endpoints(engine)
     store = Store(
         settings=settings,
         engine=engine,
         hosts=hosts,
         orders=orders or Orders(),
         carts=Carts(secret, settings.cookie_domain),
-        consent_signer=TimestampSigner(secret, salt="maple-moss-consent-sync"),
-        templates=make_templates(endpoints),
+        templates=make_templates(),
     )
 
     shared: list[BaseRoute] = [
@@ -513,11 +425,7 @@ def create_app(
             *shared,
         ]
     )
-    middleware = []
-    consent_cookie = settings.consent_cookie
-    if consent_cookie is not None:
-        middleware.append(Middleware(ConsentSync, signer=store.consent_signer, cookie=consent_cookie))
-    middleware.append(Middleware(TrackLayerMiddleware, engine=engine))
+    middleware = [Middleware(TrackLayerMiddleware, engine=engine)]
     app = Starlette(
         routes=[
             Host(hosts.www, app=www),
