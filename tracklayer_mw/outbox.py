@@ -14,6 +14,7 @@ import json
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass
@@ -164,6 +165,18 @@ _LOG_SINCE = "SELECT * FROM delivery_log WHERE at >= ? ORDER BY at, rowid"
 _INHERITED: list[sqlite3.Connection] = []
 
 
+_OPEN: weakref.WeakSet[SQLiteOutbox] = weakref.WeakSet()
+
+
+def _new_locks_after_fork() -> None:
+    # A lock copied by fork may be held by a thread the child does not have.
+    for outbox in list(_OPEN):
+        outbox._write_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_locks_after_fork)
+
+
 class SQLiteOutbox:
     """One file shared by every process and thread; one connection per process and thread."""
 
@@ -172,6 +185,8 @@ class SQLiteOutbox:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         self._merge = merge
         self._local = threading.local()
+        self._write_lock = threading.Lock()
+        _OPEN.add(self)
         self._connect()  # fail now, at startup, on a bad path or a newer schema
 
     def _connect(self) -> sqlite3.Connection:
@@ -206,13 +221,16 @@ class SQLiteOutbox:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         conn = self._connect()
-        conn.execute("BEGIN IMMEDIATE")  # take the write lock up front: no deadlock on a lock upgrade
-        try:
-            yield conn
-        except BaseException:
-            conn.rollback()
-            raise
-        conn.commit()
+        # Threads of one process queue on a lock; left to SQLite's busy handler (sleep and retry, no
+        # queue) some writers starve for seconds under load. Other processes still meet the busy handler.
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")  # take the write lock up front: no deadlock on a lock upgrade
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
 
     def _write(self, sql: str, params: Sequence[Any]) -> int:
         with self._tx() as conn:

@@ -155,16 +155,12 @@ class Deliverer:
             logger.error("tracklayer: Pinterest refused a batch of %d events: %s", len(rows), outcome.message)
             return
         # retry: nothing was judged. An event that would pass the 7-day limit before its next try dies now.
-        again: dict[float, list[int]] = {}
-        expired: list[ClaimedEvent] = []
-        for row in rows:
-            at = now + backoff(row.attempts, outcome.retry_after, rand=self._rand)
-            if row.event_time < at - SEND_AGE_LIMIT:
-                expired.append(row)
-            else:
-                again.setdefault(at, []).append(row.id)
-        for at, ids in again.items():
-            self.outbox.retry(ids, at=at, error=outcome.message)
+        # One time for the whole batch: jitter per row would scatter it into one request per event.
+        at = now + backoff(max(row.attempts for row in rows), outcome.retry_after, rand=self._rand)
+        expired = [row for row in rows if row.event_time < at - SEND_AGE_LIMIT]
+        again = [row.id for row in rows if row.event_time >= at - SEND_AGE_LIMIT]
+        if again:
+            self.outbox.retry(again, at=at, error=outcome.message)
         if expired:
             self._bury(expired, f"would be older than 7 days at the next try ({outcome.message})", now)
         # Expired rows were logged "dead" by _bury() already: one log entry per outcome.
@@ -172,9 +168,7 @@ class Deliverer:
         pairs = zip(rows, events, strict=True)
         self._log(now, [(event, "retry", outcome.message, "") for row, event in pairs if row.id not in dead])
         if outcome.rate_limited:
-            self.paused_until = now + backoff(
-                min(row.attempts for row in rows), outcome.retry_after, rand=self._rand
-            )
+            self.paused_until = at  # the whole worker waits as long as this batch does
         logger.warning("tracklayer: delivery of %d events will be retried: %s", len(rows), outcome.message)
 
     def _bury(self, rows: Sequence[ClaimedEvent], reason: str, now: float) -> None:

@@ -12,7 +12,7 @@ import json
 import re
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -37,6 +37,7 @@ _EVENTS_PATH = re.compile(r"^(?:/v5)?/ad_accounts/([^/]*)/events/?$")
 _AD_ACCOUNT_ID = re.compile(r"^\d{1,18}$")
 # [CAPI_V5 §6] dedup window (third-party, "only effective within a 48-hour window").
 DEDUP_WINDOW_SECONDS = 48 * 3600
+MAX_REMEMBERED = 1_000_000  # event ids kept for dedup; the oldest go first beyond it
 
 
 class ConnectionDropped(Exception):
@@ -102,7 +103,7 @@ class PinterestSandbox:
         self._records: deque[ReceivedEvent] = deque(maxlen=max_records)
         self._rejected: deque[RejectedRequest] = deque(maxlen=1000)
         self._requests: Counter[int | str] = Counter()
-        self._seen: dict[tuple[str, str], float] = {}
+        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._seq = 0
 
     # -- control ---------------------------------------------------------------------------
@@ -302,13 +303,20 @@ class PinterestSandbox:
             return True
         # Test events are "not recorded" by Pinterest, so they never become the original.
         if not test:
-            if len(self._seen) >= 100_000:
-                self._forget_expired(now)
+            self._forget_expired(now)
             self._seen[key] = now
+            self._seen.move_to_end(key)
+            if len(self._seen) > MAX_REMEMBERED:
+                self._seen.popitem(last=False)
         return False
 
     def _forget_expired(self, now: float) -> None:
-        self._seen = {key: at for key, at in self._seen.items() if now - at < DEDUP_WINDOW_SECONDS}
+        # Oldest first, so forgetting costs only the entries that expired, never a scan of all.
+        while self._seen:
+            oldest = next(iter(self._seen.values()))
+            if now - oldest < DEDUP_WINDOW_SECONDS:
+                return
+            self._seen.popitem(last=False)
 
 
 def _test_flag(query: str) -> bool | None:
