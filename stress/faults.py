@@ -3,8 +3,8 @@
 ``python -m stress.faults [--quick] [--fault-seconds 15]``
 
 One uvicorn server (delivery timeout ``TRACKLAYER_REQUEST_TIMEOUT=2`` s), a client sending ingest
-batches and track() orders all along, and a prober timing the host's own page (``GET /``) every
-50 ms. Phases: a fault-free baseline; then for each fault kind the sandbox is told to misbehave for
+batches and track() orders all along, and a prober process timing the host's own page (``GET /``)
+every 50 ms. Phases: a fault-free baseline; then for each fault kind the sandbox is told to misbehave for
 ``--fault-seconds`` (429 storm, 500, 503, answers slower than the timeout, no answer at all, dropped
 connections), and once it stops, the time until every event accepted so far is at the sandbox is
 the recovery time; last, a quiet 503 outage with a fixed backlog and no new traffic, where only
@@ -15,9 +15,10 @@ answer), events accepted, the host page's p50/p99 and the ingest p99.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from typing import Any
 import httpx
 
 from stress.common import (
+    PYTHON,
+    REPO,
     SITE_HOST,
     Ledger,
     SandboxView,
@@ -46,32 +49,47 @@ from stress.common import (
 REQUEST_TIMEOUT = 2.0
 
 
-class Prober(threading.Thread):
-    """Times the host app's own page every `interval` seconds: (monotonic time, seconds) pairs."""
+class Prober:
+    """Times the host app's own page every `interval` seconds from a process of its own (stress.probe)."""
 
-    def __init__(self, url: str, interval: float = 0.05) -> None:
-        super().__init__(daemon=True, name="prober")
-        self.url = url
-        self.interval = interval
-        self.samples: list[tuple[float, float]] = []
-        self.errors = 0
-        self.stopping = threading.Event()
+    def __init__(self, url: str, outfile: Path, interval: float = 0.05) -> None:
+        self.outfile = outfile
+        argv = [
+            PYTHON,
+            "-m",
+            "stress.probe",
+            url,
+            str(outfile),
+            "--interval",
+            str(interval),
+            "--host",
+            SITE_HOST,
+        ]
+        self.proc = subprocess.Popen(argv, cwd=REPO)
 
-    def run(self) -> None:
-        with httpx.Client(timeout=10.0, headers={"host": SITE_HOST}) as client:
-            while not self.stopping.is_set():
-                began = time.perf_counter()
-                try:
-                    answer = client.get(self.url)
-                    if answer.status_code != 200 or b"data-tl" not in answer.content:
-                        self.errors += 1
-                    self.samples.append((time.monotonic(), time.perf_counter() - began))
-                except httpx.HTTPError:
-                    self.errors += 1
-                self.stopping.wait(self.interval)
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def samples(self) -> list[tuple[float, float, int]]:
+        """(unix time, seconds, status) per request; status 0 for an error."""
+        rows = []
+        for line in self.outfile.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 3:
+                rows.append((float(parts[0]), float(parts[1]), int(parts[2])))
+        return rows
 
     def between(self, start: float, end: float) -> list[float]:
-        return [seconds for at, seconds in list(self.samples) if start <= at < end]
+        return [seconds for at, seconds, status in self.samples() if start <= at < end and status == 200]
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for _, _, status in self.samples() if status != 200)
 
 
 def requests_diff(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
@@ -118,14 +136,14 @@ def main(argv: list[str] | None = None) -> int:
         sandbox = sandbox_server(sandbox_port, workdir)
         app = app_server(app_port, env, workdir)
         base = f"http://127.0.0.1:{app_port}"
-        with running(sandbox, app):
+        with running(sandbox, app), contextlib.ExitStack() as cleanup:
             sandbox.start()
             app.start()
             view = SandboxView(sandbox_port)
             ledger = Ledger()
-            prober = Prober(f"{base}/")
+            prober = Prober(f"{base}/", workdir / "probe.txt")
+            cleanup.callback(prober.stop)
             sender = Sender(base, ledger, "f", batch=5, pause=0.1)
-            prober.start()
             sender.start()
             phases: list[dict[str, Any]] = []
 
@@ -134,12 +152,12 @@ def main(argv: list[str] | None = None) -> int:
                 requests_before = dict(view.requests)
                 accepted_before = len(ledger.accepted)
                 ingest_from = len(ledger.latencies)
-                start = time.monotonic()
+                start = time.time()
                 if fault is not None:
                     view.inject({**fault, "seconds": seconds})
                 time.sleep(seconds)
                 view.clear_faults()
-                end = time.monotonic()
+                end = time.time()
                 view.poll()
                 made = requests_diff(requests_before, view.requests)
                 row: dict[str, Any] = {
@@ -183,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                 backlog_ledger = Ledger()
                 view.inject({"kind": "503", "seconds": quiet_seconds})
                 requests_before = dict(view.requests)
-                start = time.monotonic()
+                start = time.time()
                 send_ingest(client, backlog_ledger, 50, "quiet")
             time.sleep(quiet_seconds)
             view.poll()
@@ -202,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{quiet['phase']:45} requests {quiet['worker_requests_total']} {quiet_made}  "
                 f"recovery {quiet['recovery_s']} s"
             )
-            prober.stopping.set()
-            prober.join(5)
+            prober.stop()
+            page_errors = prober.errors
             with ledger.lock:
                 ledger.accepted |= backlog_ledger.accepted
             wait_delivered(ledger, view, args.recovery_timeout)
@@ -223,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         and left == {"alive": 0, "dead": 0}
         and all(row["recovery_s"] is not None for row in phases if row["fault"] is not None)
         and quiet["recovery_s"] is not None
-        and prober.errors == 0
+        and page_errors == 0
     )
     result = {
         "ok": ok,
@@ -231,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         "request_timeout_s": REQUEST_TIMEOUT,
         "phases": phases,
         "quiet_outage": quiet,
-        "host_page_errors": prober.errors,
+        "host_page_errors": page_errors,
         "host_page_baseline": baseline,
         "host_page_worst_fault_phase": {"phase": worst["phase"], **worst["host_page"]},
         "outbox_left": left,
@@ -248,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"  host page p50/p99: baseline {baseline['p50_ms']}/{baseline['p99_ms']} ms, worst fault phase "
         f"({worst['phase']}) {worst['host_page']['p50_ms']}/{worst['host_page']['p99_ms']} ms; "
-        f"page errors {prober.errors}"
+        f"page errors {page_errors}"
     )
     print(f"  quiet outage: {quiet['worker_requests_total']} requests in {quiet_seconds:g} s")
     print(f"  results: {path}")

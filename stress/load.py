@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from stress.common import (
     SITE_HOST,
     Ledger,
@@ -145,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
             began = time.monotonic()
 
             def sample() -> None:
-                view.poll()
+                try:
+                    view.poll()
+                except httpx.HTTPError as exc:  # a slow sandbox must not end the run
+                    log(f"sandbox read-out failed ({type(exc).__name__}); next time")
                 row = {
                     "t": round(time.monotonic() - began, 1),
                     "rss_kb": {str(pid): rss_kb(pid) for pid in pids},
