@@ -684,7 +684,8 @@ def test_cross_site_ingest_is_403(rig: Rig, headers: dict[str, str], status: int
     for client in _both(rig):
         answer = _ingest(client, body, **headers)
         assert answer.status_code == status, answer.text
-    assert rig.engine.outbox.counts(now=rig.engine.clock()).pending == (2 if status == 202 else 0)
+        # Counted from the answer: the delivery thread may already have emptied the outbox.
+        assert answer.json().get("accepted", 0) == (1 if status == 202 else 0)
     rig.assert_clean()
 
 

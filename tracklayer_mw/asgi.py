@@ -1,7 +1,7 @@
 """`TrackLayerMiddleware`: the engine as pure ASGI 3 middleware (no BaseHTTPMiddleware).
 
 Only protocol work lives here: wrap `send`, edit the start message in place, hold it back while
-deciding whether to inject the snippet. Tracking steps run inside `_guard`, so a tracklayer bug
+deciding whether to inject the snippet. Tracking steps run inside `guard`, so a tracklayer bug
 is logged and the host's response passes unchanged; the host's own exceptions are never caught.
 """
 
@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import anyio.to_thread
 import httpx
@@ -18,8 +17,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracklayer_mw.config import Settings
-from tracklayer_mw.endpoints import MAX_BODY, Answer, Endpoints, redirect_answer
-from tracklayer_mw.engine import Engine, RequestState
+from tracklayer_mw.endpoints import BLOCKING_ROUTES, MAX_BODY, UNAVAILABLE, Answer, Endpoints, redirect_answer
+from tracklayer_mw.engine import Engine, RequestState, engine_for, guard
 from tracklayer_mw.outbox import Outbox
 from tracklayer_mw.request import STATE_KEY, view_from_scope
 from tracklayer_mw.snippet import csp_nonce, inject, is_html_response
@@ -29,14 +28,6 @@ logger = logging.getLogger("tracklayer_mw")
 # A streamed page gets the snippet only if `</head>` shows up this early; otherwise it passes untouched.
 STREAM_LOOKAHEAD_BYTES = 32 * 1024
 STREAM_LOOKAHEAD_CHUNKS = 8
-
-
-@contextmanager
-def _guard(what: str) -> Iterator[None]:
-    try:
-        yield
-    except Exception:
-        logger.exception("tracklayer: %s failed; the request goes on untouched", what)
 
 
 class TrackLayerMiddleware:
@@ -51,9 +42,7 @@ class TrackLayerMiddleware:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.app = app
-        if engine is None:
-            engine = Engine(settings or Settings.from_env(), outbox=outbox, transport=transport, clock=clock)
-        self.engine = engine
+        self.engine = engine = engine_for(settings, engine, outbox=outbox, transport=transport, clock=clock)
         self.endpoints = Endpoints(engine)
         self._hops = engine.settings.trusted_proxy_hops
 
@@ -68,7 +57,7 @@ class TrackLayerMiddleware:
         state: RequestState | None = None
         route: str | None = None
         answer: Answer | None = None
-        with _guard("reading the request"):
+        with guard("reading the request"):
             self.engine.ensure_started()
             view = view_from_scope(scope, self._hops)
             route = self.endpoints.route(view.path)
@@ -98,10 +87,10 @@ class TrackLayerMiddleware:
         async def wrapped() -> Message:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                with _guard("starting delivery"):
+                with guard("starting delivery"):
                     self.engine.start()
             elif message["type"] == "lifespan.shutdown":
-                with _guard("stopping delivery"):
+                with guard("stopping delivery"):
                     await anyio.to_thread.run_sync(self.engine.stop)
             return message
 
@@ -111,26 +100,23 @@ class TrackLayerMiddleware:
 
     async def _endpoint(self, route: str, state: RequestState | None, receive: Receive) -> Answer:
         if state is None:
-            return Answer(503, [("content-type", "application/json")], b'{"error":"temporarily unavailable"}')
+            return UNAVAILABLE
         try:
-            if route == "t.js":
-                return self.endpoints.serve_script(state)
-            if route == "go":
-                return self.endpoints.go(state)
-            if route == "diagnostics":
-                return await anyio.to_thread.run_sync(self.endpoints.diagnostics, state)
+            refused = self.endpoints.precheck(route, state)
+            if refused is not None:
+                return refused
+            body = b""
             if route == "ingest":
-                refused = self.endpoints.ingest_precheck(state)
-                if refused is not None:
-                    return refused
-                body = await _read_body(receive, MAX_BODY)
-                if body is None:
+                read = await _read_body(receive, MAX_BODY)
+                if read is None:
                     return self.endpoints.too_large()
-                return await anyio.to_thread.run_sync(self.endpoints.ingest, state, body)
+                body = read
+            if route in BLOCKING_ROUTES:  # SQLite: off the event loop
+                return await anyio.to_thread.run_sync(self.endpoints.dispatch, route, state, body)
+            return self.endpoints.dispatch(route, state, body)
         except Exception:
             logger.exception("tracklayer: the %s endpoint failed", route)
-            return Answer(503, [("content-type", "application/json")], b'{"error":"temporarily unavailable"}')
-        return Answer(404, [("content-type", "application/json")], b'{"error":"no such tracklayer endpoint"}')
+            return UNAVAILABLE
 
     @staticmethod
     async def _send_answer(send: Send, answer: Answer) -> None:
@@ -178,7 +164,7 @@ class _Responder:
             return
         kind = message["type"]
         if kind == "http.response.start":
-            with _guard("editing the response headers"):
+            with guard("editing the response headers"):
                 # Edit a copy: if any step fails, the host's start message goes out as it was.
                 edited = {**message, "headers": list(message.get("headers", []))}
                 self._edit_start(edited)
@@ -224,7 +210,7 @@ class _Responder:
         injected = None
         # A complete body may take the tag before </body>; a streamed one only before an early </head>.
         tried = not more or b"</head" in body.lower()
-        with _guard("injecting the snippet"):
+        with guard("injecting the snippet"):
             if tried:
                 injected = inject(body, self.tag)
         if injected is not None:

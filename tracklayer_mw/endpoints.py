@@ -26,6 +26,7 @@ logger = logging.getLogger("tracklayer_mw")
 
 MAX_BODY = 64 * 1024
 MAX_EVENTS_PER_BODY = 100
+BLOCKING_ROUTES = frozenset({"ingest", "diagnostics"})
 _JSON = [("content-type", "application/json"), ("cache-control", "no-store")]
 _INGEST_TYPES = ("application/json", "text/plain")
 
@@ -45,6 +46,10 @@ def redirect_answer(status: int, location: str, cookies: list[str]) -> Answer:
 
 def json_answer(status: int, payload: dict[str, Any], headers: list[tuple[str, str]] | None = None) -> Answer:
     return Answer(status, [*_JSON, *(headers or [])], json.dumps(payload, separators=(",", ":")).encode())
+
+
+# When the engine itself failed: not the client's fault, and never the host's page.
+UNAVAILABLE = json_answer(503, {"error": "temporarily unavailable"}, [("retry-after", "5")])
 
 
 class RateLimiter:
@@ -78,6 +83,22 @@ class Endpoints:
         self.prefix = engine.settings.path_prefix
         # The engine's clock, so a test's fake clock drives the rate as it drives everything else.
         self.limiter = RateLimiter(engine.settings.ingest_rate_per_minute, clock=engine.clock)
+
+    def precheck(self, route: str, state: RequestState) -> Answer | None:
+        """What is answered before reading the body: anything but an ingest that passes its checks."""
+        return self.ingest_precheck(state) if route == "ingest" else None
+
+    def dispatch(self, route: str, state: RequestState, body: bytes = b"") -> Answer:
+        """An endpoint's answer. Blocking for the routes in BLOCKING_ROUTES (they touch SQLite)."""
+        if route == "t.js":
+            return self.serve_script(state)
+        if route == "go":
+            return self.go(state)
+        if route == "diagnostics":
+            return self.diagnostics(state)
+        if route == "ingest":
+            return self.ingest(state, body)
+        return json_answer(404, {"error": "no such tracklayer endpoint"})
 
     def route(self, path: str) -> str | None:
         """The endpoint a path names ("t.js", "ingest", "go", "diagnostics", "unknown"); None: not ours."""

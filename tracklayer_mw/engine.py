@@ -11,7 +11,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -98,6 +99,15 @@ def lone_surrogate_at(value: object, path: str = "") -> str | None:
         if found is not None:
             return found
     return None
+
+
+@contextmanager
+def guard(what: str) -> Iterator[None]:
+    """Around every tracking step in a request: a tracklayer bug is logged, the request goes on."""
+    try:
+        yield
+    except Exception:
+        logger.exception("tracklayer: %s failed; the request goes on untouched", what)
 
 
 class Engine:
@@ -402,3 +412,18 @@ class Engine:
             logger.exception("tracklayer: could not queue %s %s", event, parsed.event_id)
             return None
         return final.event_id
+
+
+def engine_for(
+    settings: Settings | None,
+    engine: Engine | None,
+    *,
+    outbox: Outbox | None = None,
+    transport: httpx.BaseTransport | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Engine:
+    """The engine a middleware runs: the one given (shared between apps), or one for `settings`
+    (read from the environment when absent)."""
+    if engine is not None:
+        return engine
+    return Engine(settings or Settings.from_env(), outbox=outbox, transport=transport, clock=clock)

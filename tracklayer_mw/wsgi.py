@@ -10,15 +10,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from tracklayer_mw.config import Settings
-from tracklayer_mw.endpoints import MAX_BODY, Answer, Endpoints, redirect_answer
-from tracklayer_mw.engine import Engine, RequestState
+from tracklayer_mw.endpoints import MAX_BODY, UNAVAILABLE, Answer, Endpoints, redirect_answer
+from tracklayer_mw.engine import Engine, RequestState, engine_for, guard
 from tracklayer_mw.outbox import Outbox
 from tracklayer_mw.request import STATE_KEY, view_from_environ
 from tracklayer_mw.snippet import csp_nonce, inject, is_html_response
@@ -41,14 +40,6 @@ _STATUS_TEXT = {
 }
 
 
-@contextmanager
-def _guard(what: str) -> Iterator[None]:
-    try:
-        yield
-    except Exception:
-        logger.exception("tracklayer: %s failed; the request goes on untouched", what)
-
-
 class TrackLayerWSGIMiddleware:
     def __init__(
         self,
@@ -61,9 +52,7 @@ class TrackLayerWSGIMiddleware:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.app = app
-        if engine is None:
-            engine = Engine(settings or Settings.from_env(), outbox=outbox, transport=transport, clock=clock)
-        self.engine = engine
+        self.engine = engine = engine_for(settings, engine, outbox=outbox, transport=transport, clock=clock)
         self.endpoints = Endpoints(engine)
         self._hops = engine.settings.trusted_proxy_hops
 
@@ -71,7 +60,7 @@ class TrackLayerWSGIMiddleware:
         state: RequestState | None = None
         route: str | None = None
         answer: Answer | None = None
-        with _guard("reading the request"):
+        with guard("reading the request"):
             self.engine.ensure_started()
             view = view_from_environ(environ, self._hops)
             route = self.endpoints.route(view.path)
@@ -96,26 +85,21 @@ class TrackLayerWSGIMiddleware:
 
     def _endpoint(self, route: str, state: RequestState | None, environ: WSGIEnvironment) -> Answer:
         if state is None:
-            return Answer(503, [("content-type", "application/json")], b'{"error":"temporarily unavailable"}')
+            return UNAVAILABLE
         try:
-            if route == "t.js":
-                return self.endpoints.serve_script(state)
-            if route == "go":
-                return self.endpoints.go(state)
-            if route == "diagnostics":
-                return self.endpoints.diagnostics(state)
+            refused = self.endpoints.precheck(route, state)
+            if refused is not None:
+                return refused
+            body = b""
             if route == "ingest":
-                refused = self.endpoints.ingest_precheck(state)
-                if refused is not None:
-                    return refused
-                body = _read_body(environ, MAX_BODY)
-                if body is None:
+                read = _read_body(environ, MAX_BODY)
+                if read is None:
                     return self.endpoints.too_large()
-                return self.endpoints.ingest(state, body)
+                body = read
+            return self.endpoints.dispatch(route, state, body)
         except Exception:
             logger.exception("tracklayer: the %s endpoint failed", route)
-            return Answer(503, [("content-type", "application/json")], b'{"error":"temporarily unavailable"}')
-        return Answer(404, [("content-type", "application/json")], b'{"error":"no such tracklayer endpoint"}')
+            return UNAVAILABLE
 
 
 def _read_body(environ: WSGIEnvironment, limit: int) -> bytes | None:
@@ -171,7 +155,7 @@ class _Responder:
         self.started = True
         self.holding = False
         headers = list(headers)
-        with _guard("editing the response headers"):
+        with guard("editing the response headers"):
             headers = self._edit(status, list(headers))  # a copy: a failed edit leaves the host's headers
         if exc_info is not None:
             return self.downstream(status, headers, exc_info)  # only pass exc_info when given
@@ -259,7 +243,7 @@ class _ResponseBody:
 
     def _inject(self, body: bytes) -> Iterator[bytes]:
         injected = None
-        with _guard("injecting the snippet"):
+        with guard("injecting the snippet"):
             injected = inject(body, self.responder.tag)
         if injected is None:
             self.responder.release()
