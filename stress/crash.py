@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-up", type=float, default=4.0, help="longest life of a server, seconds")
     parser.add_argument("--latency", type=float, default=0.2, help="sandbox answer latency, seconds")
     parser.add_argument("--senders", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn --workers (kill -9 takes them all)")
     parser.add_argument(
         "--final-timeout", type=float, default=120.0, help="seconds to wait for the last events"
     )
@@ -66,12 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         sandbox = sandbox_server(sandbox_port, workdir, latency=args.latency)
         # One client address sends everything here: lift the per-client ingest rate (default 600/min).
         env = app_env(sandbox_port, outbox, TRACKLAYER_INGEST_RATE_PER_MINUTE="1000000")
-        app = app_server(app_port, env, workdir)
+        app = app_server(app_port, env, workdir, workers=args.workers)
         with running(sandbox, app):
             sandbox.start()
             view = SandboxView(sandbox_port)
             ledger = Ledger()
-            log(f"crash: {cycles} kill -9 cycles, seed {seed}, outbox {outbox}")
+            log(f"crash: {cycles} kill -9 cycles, {args.workers} worker(s), seed {seed}, outbox {outbox}")
             startups: list[float] = []
             lifetimes: list[float] = []
             started = time.monotonic()
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed": seed,
         "cycles": cycles,
         "kills": cycles,
+        "workers": args.workers,
         "sandbox_latency_s": args.latency,
         "send_seconds": round(send_seconds, 1),
         "server_lifetimes_s": [round(x, 2) for x in lifetimes],

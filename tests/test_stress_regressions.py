@@ -1,4 +1,4 @@
-"""Bugs the stress scripts (`stress/`) found, each pinned by a fast test (all three fixed).
+"""Bugs the stress scripts (`stress/`) found, each pinned by a fast test (the first three fixed).
 
 - `python -m stress.faults`: during a quiet 45 s 503 outage with a backlog of 50 events and no new
   traffic, the worker made 201 requests instead of a handful: every event of a failed batch got its
@@ -6,6 +6,8 @@
 - `python -m stress.load`: ingest p99 near one second: writers of one process starve each other in
   SQLite's busy handler.
 - `python -m stress.load`: the sandbox stalled after ~100,000 events (quadratic dedup bookkeeping).
+- `python -m stress.faults`: during 500/503/dropped-connection storms with live traffic the worker
+  kept making as many requests as when Pinterest is healthy (open: xfail).
 """
 
 from __future__ import annotations
@@ -123,3 +125,32 @@ def test_the_sandbox_stays_fast_past_100k_remembered_events() -> None:
             {"event_name": "add_to_cart", "event_id": f"new-{i}", "action_source": "web"}, False, NOW
         )
     assert time.perf_counter() - began < 0.25  # ~1.4 s today; a dict insert each is ~0.1 ms in all
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="worker.Deliverer._settle pauses the whole worker only on 429: during a 5xx storm every new "
+    "batch still gets its first try at once, so the request rate stays what it is when Pinterest is healthy",
+)
+def test_a_5xx_storm_slows_the_worker_down_even_while_new_events_arrive(outbox: SQLiteOutbox) -> None:
+    """`python -m stress.faults`: 72-73 requests in 15 s of 500, 503 or dropped connections, the same as
+    without a fault (72), against 4 in a 429 storm. Here: 15 s of 503s, a new event every 0.2 s, the
+    worker run as its thread would (a cycle whenever something is due): at most one request a second."""
+    clock = Clock()
+    sandbox = PinterestSandbox(token=TOKEN, ad_account_ids=(ACCOUNT,), clock=clock)
+    sandbox.inject(Fault("503"))  # until cleared
+    adapter = PinterestAdapter(
+        ad_account_id=ACCOUNT, access_token=TOKEN, api_base="https://api.pinterest.com/v5"
+    )
+    deliverer = Deliverer(
+        outbox, adapter, transport=sandbox.transport(), clock=clock, rand=random.Random(7).random
+    )
+    events = iter(_events(75))
+    for _ in range(75):
+        outbox.put([next(events)])
+        if clock.now >= deliverer.paused_until:
+            deliverer.run_once()
+        clock.now += 0.2
+    sent = sum(sandbox.requests.values())
+    assert sent <= 15, f"{sent} requests in 15 s of 503s"
+    deliverer.stop()
