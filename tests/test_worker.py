@@ -349,7 +349,7 @@ def test_server_errors_and_timeouts_are_retried_after_backoff(
     assert totals(outbox, NOW) == (0, 3, 0, 0)
     assert outbox.next_due(now=NOW) == NOW + FIRST_RETRY
     assert [(entry.outcome, words in entry.message) for entry in outbox.log_since(0)] == [("retry", True)] * 3
-    assert deliverer.paused_until == 0.0  # only a 429 pauses the worker
+    assert deliverer.paused_until == NOW + FIRST_RETRY  # an unjudged answer pauses the whole worker
 
     clock.advance(FIRST_RETRY - 0.01)
     assert deliverer.run_once() == 0  # not yet

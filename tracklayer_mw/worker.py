@@ -80,6 +80,7 @@ class Deliverer:
         self._cycle = threading.Condition()
         self._cycles = 0
         self.paused_until = 0.0
+        self._failures_in_a_row = 0
         self._next_housekeeping = 0.0
         self._warned_no_credentials = False
 
@@ -127,6 +128,8 @@ class Deliverer:
     def _settle(
         self, rows: Sequence[ClaimedEvent], events: Sequence[Event], outcome: SendOutcome, now: float
     ) -> None:
+        if outcome.kind != "retry":
+            self._failures_in_a_row = 0
         if outcome.kind == "results":
             done = [row.id for row, result in zip(rows, outcome.results, strict=True) if result.processed]
             failed = [
@@ -167,8 +170,12 @@ class Deliverer:
         dead = {row.id for row in expired}
         pairs = zip(rows, events, strict=True)
         self._log(now, [(event, "retry", outcome.message, "") for row, event in pairs if row.id not in dead])
-        if outcome.rate_limited:
-            self.paused_until = at  # the whole worker waits as long as this batch does
+        # Pinterest is struggling (429, 5xx, timeouts): the whole worker backs off, longer with each
+        # failure in a row, so new events do not keep the request rate of a healthy API.
+        self._failures_in_a_row += 1
+        self.paused_until = max(
+            at, now + backoff(self._failures_in_a_row, outcome.retry_after, rand=self._rand)
+        )
         logger.warning("tracklayer: delivery of %d events will be retried: %s", len(rows), outcome.message)
 
     def _bury(self, rows: Sequence[ClaimedEvent], reason: str, now: float) -> None:
