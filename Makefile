@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit e2e bench stress clean
+.PHONY: demo test lint unit bench stress clean chromium
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required"; exit 1; }
@@ -38,6 +38,13 @@ unit: $(STAMP)
 bench: $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	$(BIN)/python -m bench
+
+# Long reliability runs (RELIABILITY.md): kill -9 cycles, Pinterest faults, sustained load.
+stress: $(STAMP)
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+	$(BIN)/python -m stress.crash
+	$(BIN)/python -m stress.faults
+	$(BIN)/python -m stress.load
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""Bugs the stress scripts (`stress/`) found, each pinned by a fast test (the first three fixed).
+"""Bugs the stress scripts (`stress/`) found, each pinned by a fast test (all fixed).
 
 - `python -m stress.faults`: during a quiet 45 s 503 outage with a backlog of 50 events and no new
   traffic, the worker made 201 requests instead of a handful: every event of a failed batch got its
@@ -7,7 +7,7 @@
   SQLite's busy handler.
 - `python -m stress.load`: the sandbox stalled after ~100,000 events (quadratic dedup bookkeeping).
 - `python -m stress.faults`: during 500/503/dropped-connection storms with live traffic the worker
-  kept making as many requests as when Pinterest is healthy (open: xfail).
+  kept making as many requests as when Pinterest is healthy.
 """
 
 from __future__ import annotations
