@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -46,6 +47,10 @@ def _runners(only: set[str]) -> list[tuple[str, Callable[[Context], list[Section
     return runners
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -66,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{tool} is required (apt-get install -y {'wrk' if tool == 'wrk' else 'util-linux'})"
             )
 
+    # Stop cleanly (servers included) on SIGTERM, and on Ctrl-C even when started in the background.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminate)
     info = machine()
     workdir = Path(tempfile.mkdtemp(prefix="tracklayer-bench-"))
     ctx = Context(quick=args.quick, workdir=workdir)
@@ -74,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     try:
         for name, runner in _runners(only):
-            calm = wait_quiet(ctx.pick(90, 0))
+            calm = wait_quiet(ctx.pick(30, 0))
             print(
                 f"[bench] {name} ... (other processes: {calm:.0%} of the machine)",
                 file=sys.stderr,

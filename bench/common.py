@@ -31,6 +31,7 @@ T = TypeVar("T")
 REALISTIC_LATENCY = 0.150  # seconds: a Conversions API answer as seen from a shop's server
 NOISY = 0.10  # a run during which other processes used more than this share of the machine is repeated
 RETRIES = 3
+CALM_WAIT = 20.0  # seconds to wait for calm before a measured block
 
 
 @dataclass
@@ -51,10 +52,13 @@ class Context:
 
 
 def machine_busy_seconds() -> float:
-    """CPU seconds the whole machine (all cores) has spent not idle since boot."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds the whole machine (all cores) has spent running processes since boot.
+
+    user + nice + system only: interrupt and softirq time (loopback networking under wrk) is not
+    charged to any process, so counting it would make our own traffic look like someone else's.
+    """
+    user, nice, system = (int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:4])
+    return (user + nice + system) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -88,31 +92,32 @@ class Monitor:
         return self.foreign_seconds / (self.wall_seconds * cores) if self.wall_seconds else 0.0
 
 
-def wait_quiet(max_wait: float, threshold: float = NOISY) -> float:
-    """Wait (up to `max_wait` s) for a 1-second window in which the machine is under `threshold` busy."""
+def wait_quiet(max_wait: float, threshold: float = NOISY, window: float = 1.0) -> float:
+    """Wait (up to `max_wait` s) for a `window` in which other processes use under `threshold` of it."""
     deadline = time.monotonic() + max_wait
     while True:
         with Monitor() as monitor:
-            time.sleep(1.0)
+            time.sleep(window)
         if monitor.foreign_share < threshold or time.monotonic() >= deadline:
             return monitor.foreign_share
 
 
 def steady(ctx: Context, measure: Callable[[], T]) -> T:
-    """Run `measure`; repeat it (after waiting for calm) while other processes used the machine meanwhile.
+    """Run `measure` when the machine is calm; repeat it if other processes used the machine meanwhile.
 
-    Other engineers' test runs share these two cores: a block during which they took more than
-    `NOISY` of the machine is measured again, up to `RETRIES` times (once in quick mode), and the share
-    seen is kept in `ctx.noise` for the report.
+    Other engineers' test runs share these two cores. Before each attempt (full runs only) wait up
+    to `CALM_WAIT` s for half a second of calm; a block during which others took more than `NOISY`
+    of the machine is measured again, up to `RETRIES` times. The share seen is kept in `ctx.noise`.
     """
     attempts = 1 if ctx.quick else RETRIES
     for attempt in range(attempts):
+        if not ctx.quick:
+            wait_quiet(CALM_WAIT, window=0.5)
         with Monitor() as monitor:
             result = measure()
         ctx.noise.append(monitor.foreign_share)
         if monitor.foreign_share < NOISY or attempt == attempts - 1:
             return result
-        wait_quiet(30)
     raise AssertionError("unreachable")
 
 

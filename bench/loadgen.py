@@ -34,31 +34,41 @@ def build_request(host: str, path: str, headers: dict[str, str], body: bytes) ->
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+IDLE_MAX = (
+    2.0  # seconds; servers close idle keep-alive connections (uvicorn after 5 s): never reuse one that old
+)
+
+
 @dataclass
 class Pool:
     host: str
     port: int
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = field(default_factory=list)
+    idle: list[tuple[float, Connection]] = field(
+        default_factory=list
+    )  # (last used, connection), oldest first
     opened: int = 0
 
-    async def take(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self.idle:
-            return self.idle.pop()
+    async def take(self, *, fresh: bool = False) -> tuple[Connection, bool]:
+        """A connection and whether it was reused; idle ones too old to trust are closed on the way."""
+        now = time.monotonic()
+        while self.idle and now - self.idle[0][0] > IDLE_MAX:
+            self.idle.pop(0)[1][1].close()
+        if self.idle and not fresh:
+            return self.idle.pop()[1], True
         self.opened += 1
-        return await asyncio.open_connection(self.host, self.port)
+        return await asyncio.open_connection(self.host, self.port), False
 
-    def give(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
-        self.idle.append(conn)
+    def give(self, conn: Connection) -> None:
+        self.idle.append((time.monotonic(), conn))
 
     def close(self) -> None:
-        for _, writer in self.idle:
+        for _, (_, writer) in self.idle:
             writer.close()
 
 
-async def exchange(pool: Pool, request: bytes) -> tuple[int, float]:
-    """Send one request on a pooled connection; (status, seconds from write to the whole response)."""
-    reader, writer = await pool.take()
-    sent = time.perf_counter()
+async def _once(pool: Pool, conn: Connection, request: bytes) -> int:
+    reader, writer = conn
     writer.write(request)
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
@@ -73,12 +83,30 @@ async def exchange(pool: Pool, request: bytes) -> tuple[int, float]:
             keep = False
     if length:
         await reader.readexactly(length)
-    elapsed = time.perf_counter() - sent
     if keep:
-        pool.give((reader, writer))
+        pool.give(conn)
     else:
         writer.close()
-    return status, elapsed
+    return status
+
+
+async def exchange(pool: Pool, request: bytes) -> tuple[int, float]:
+    """One request on a pooled connection; (status, seconds from the first write to the whole response).
+
+    Like any HTTP client, a request that fails on a reused keep-alive connection (closed by the
+    server meanwhile) is sent again once on a new one; the time counts from the first attempt.
+    """
+    sent = time.perf_counter()
+    conn, reused = await pool.take()
+    try:
+        status = await _once(pool, conn, request)
+    except (OSError, asyncio.IncompleteReadError):
+        conn[1].close()
+        if not reused:
+            raise
+        conn, _ = await pool.take(fresh=True)
+        status = await _once(pool, conn, request)
+    return status, time.perf_counter() - sent
 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:

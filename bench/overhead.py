@@ -68,15 +68,16 @@ def _check(servers: dict[str, Server]) -> None:
 
 
 def _interleaved(
-    ctx: Context, servers: dict[str, Server], path: str, *, timeout: str | None = None
+    ctx: Context, servers: dict[str, Server], path: str, *, timeout: str | None = None, reps: int = 5
 ) -> dict[str, wrk.WrkResult]:
     """Warm every variant, then run them in turn `reps` times; per-variant medians."""
-    seconds = ctx.pick(5, 1)
-    reps = int(ctx.pick(3, 1))
+    seconds = ctx.pick(3, 1)
+    reps = reps if not ctx.quick else 1
     headers = page_headers()
     extra = ["--timeout", timeout] if timeout else []
-    for server in servers.values():
-        wrk.run(server.url + path, 1, headers=headers, extra=extra)
+    if not ctx.quick:  # warm every variant (imports, first connections, caches) before measuring
+        for server in servers.values():
+            wrk.run(server.url + path, 1, headers=headers, extra=extra)
     runs: dict[str, list[wrk.WrkResult]] = {name: [] for name in servers}
 
     def one_round() -> dict[str, wrk.WrkResult]:
@@ -111,7 +112,8 @@ def run(ctx: Context, *, overhead: bool = True, naive: bool = True) -> list[Sect
     naive_raw: dict[str, Any] = {}
     goals: list[Goal] = []
     over = Table(
-        "1. Request overhead (wrk -t1 -c50, median of interleaved runs)",
+        f"1. Request overhead (wrk -t1 -c50; median of {int(ctx.pick(5, 1))} interleaved runs of "
+        f"{ctx.pick(3, 1):.0f} s per variant)",
         [
             "framework",
             "response",
@@ -171,7 +173,7 @@ def run(ctx: Context, *, overhead: bool = True, naive: bool = True) -> list[Sect
                         )
                 if naive:
                     pair = {"bare": servers["bare"], "wrapped": servers["wrapped"]}
-                    result = _interleaved(ctx, pair, EVENT.path, timeout="20s")
+                    result = _interleaved(ctx, pair, EVENT.path, timeout="20s", reps=3)
                     naive_raw[framework.key] = {name: r.to_json() for name, r in result.items()}
                     for name, text in (
                         ("bare", "naive: POST to the Conversions API inside the request"),

@@ -104,7 +104,12 @@ def machine() -> dict[str, Any]:
             packages[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             packages[name] = "-"
+    root = Path(__file__).resolve().parent.parent
+    commit = _version(["git", "-C", str(root), "rev-parse", "--short", "HEAD"])
+    dirty = _version(["git", "-C", str(root), "status", "--porcelain", "--", "tracklayer_mw", "static"])
     return {
+        "commit": commit
+        + (" + uncommitted changes (tracklayer_mw/, static/)" if dirty not in ("", "?") else ""),
         "cores": os.cpu_count(),
         "cpu": cpu,
         "python": sys.version.split()[0],
@@ -119,6 +124,7 @@ def machine() -> dict[str, Any]:
 def render(sections: Sequence[SectionResult], info: dict[str, Any]) -> str:
     packages = ", ".join(f"{name} {version}" for name, version in info["packages"].items())
     out = [
+        f"Library at {info['commit']}. "
         f"Machine: {info['cores']} cores ({info['cpu']}), Python {info['python']}; {packages}; "
         f"{info['wrk']}; {info['chromium']}. Load average at start: "
         f"{', '.join(f'{x:.2f}' for x in info['load_average_at_start'])}.",
