@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import anyio.to_thread
 import httpx
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracklayer_mw.config import Settings
+from tracklayer_mw.context import normalize_host
 from tracklayer_mw.endpoints import BLOCKING_ROUTES, MAX_BODY, UNAVAILABLE, Answer, Endpoints, redirect_answer
 from tracklayer_mw.engine import Engine, RequestState, engine_for, guard
 from tracklayer_mw.outbox import Outbox
-from tracklayer_mw.request import STATE_KEY, view_from_scope
+from tracklayer_mw.request import (
+    INJECTED_KEY,
+    STATE_KEY,
+    DeferredState,
+    carries_click_signals,
+    view_from_scope,
+)
 from tracklayer_mw.snippet import csp_nonce, inject, is_html_response
 
 logger = logging.getLogger("tracklayer_mw")
@@ -59,6 +65,16 @@ class TrackLayerMiddleware:
         answer: Answer | None = None
         with guard("reading the request"):
             self.engine.ensure_started()
+            if not scope["path"].startswith(self.endpoints.prefix) and not carries_click_signals(
+                scope.get("query_string", b"").decode("latin-1"), _cookie_header(scope)
+            ):
+                # Nothing to set or carry: the state is built only if the app or a template asks.
+                app_scope = {**scope}
+                deferred = DeferredState(lambda: self.engine.begin(view_from_scope(app_scope, self._hops)))
+                app_scope[STATE_KEY] = deferred
+                responder = _Responder(self, None, send, light=(app_scope, deferred))
+                await self.app(app_scope, receive, responder.send)
+                return
             view = view_from_scope(scope, self._hops)
             route = self.endpoints.route(view.path)
             state = self.engine.begin(view)
@@ -147,10 +163,19 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
 class _Responder:
     """One per request: adds cookies, carries the click through redirects, injects the snippet."""
 
-    def __init__(self, middleware: TrackLayerMiddleware, state: RequestState, send: Send) -> None:
+    def __init__(
+        self,
+        middleware: TrackLayerMiddleware,
+        state: RequestState | None,
+        send: Send,
+        *,
+        light: tuple[Scope, DeferredState] | None = None,
+    ) -> None:
         self.engine = middleware.engine
         self.endpoints = middleware.endpoints
         self.state = state
+        self.light = light  # a request without click signals: only the snippet may be needed
+        self.method = state.view.method if state is not None else str(light[0]["method"]) if light else "GET"
         self.downstream = send
         self.held: Message | None = None  # the start message, while deciding about injection
         self.buffered: list[bytes] = []
@@ -164,11 +189,12 @@ class _Responder:
             return
         kind = message["type"]
         if kind == "http.response.start":
-            with guard("editing the response headers"):
-                # Edit a copy: if any step fails, the host's start message goes out as it was.
-                edited = {**message, "headers": list(message.get("headers", []))}
-                self._edit_start(edited)
-                message = edited
+            if self.state is not None or _is_html(message.get("headers", ())):
+                with guard("editing the response headers"):
+                    # Edit a copy: if any step fails, the host's start message goes out as it was.
+                    edited = {**message, "headers": list(message.get("headers", []))}
+                    self._edit_start(edited)
+                    message = edited
             if self.held is None:
                 self.passthrough = True
                 await self.downstream(message)
@@ -180,33 +206,60 @@ class _Responder:
         await self.downstream(message)
 
     def _edit_start(self, message: Message) -> None:
-        headers = MutableHeaders(scope=message)
+        # One pass over the raw header list (lower-case names, as ASGI requires): this runs per response.
+        raw: list[tuple[bytes, bytes]] = message["headers"]
         status = int(message["status"])
-        cache_control = ", ".join(headers.getlist("cache-control"))  # repeated headers are one list
-        for value in self.engine.set_cookie_headers(self.state, cache_control=cache_control):
-            headers.append("set-cookie", value)
-        location = headers.get("location")
-        if 300 <= status < 400 and location:
-            rewritten = self.engine.redirect_location(self.state, location)
-            if rewritten is not None:
-                headers["location"] = rewritten
-        if (
-            self.engine.settings.inject_snippet
-            and not self.state.injected
-            and is_html_response(
-                status, headers.get("content-type"), headers.get("content-encoding"), self.state.view.method
+        if self.state is not None:
+            cache_control = ", ".join(
+                value.decode("latin-1") for name, value in raw if name == b"cache-control"
             )
-        ):
-            nonce = csp_nonce(headers.getlist("content-security-policy"))
-            self.tag = self.engine.tag_html(self.state, nonce).encode()
+            for cookie in self.engine.set_cookie_headers(self.state, cache_control=cache_control):
+                raw.append((b"set-cookie", cookie.encode("latin-1")))
+            if 300 <= status < 400:
+                for index, (name, value) in enumerate(raw):
+                    if name == b"location":
+                        rewritten = self.engine.redirect_location(self.state, value.decode("latin-1"))
+                        if rewritten is not None:
+                            raw[index] = (name, rewritten.encode("latin-1"))
+                        break
+        if not self.engine.settings.inject_snippet:
+            return
+        content_type = content_encoding = None
+        policies = []
+        for name, value in raw:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"content-encoding":
+                content_encoding = value.decode("latin-1")
+            elif name == b"content-security-policy":
+                policies.append(value.decode("latin-1"))
+        if is_html_response(status, content_type, content_encoding, self.method) and not self._tag_placed():
+            self.tag = self._tag(csp_nonce(policies)).encode()
             self.held = message
+
+    def _tag_placed(self) -> bool:
+        if self.state is not None:
+            return self.state.injected
+        assert self.light is not None
+        app_scope, deferred = self.light
+        return bool(app_scope.get(INJECTED_KEY)) or (deferred.built is not None and deferred.built.injected)
+
+    def _tag(self, nonce: str | None) -> str:
+        if self.state is not None:
+            return self.engine.tag_html(self.state, nonce)
+        assert self.light is not None
+        app_scope, deferred = self.light
+        if callable(self.engine.settings.consent):
+            return self.engine.tag_html(deferred.get(), nonce)  # the callable needs the request
+        host = _host(app_scope) if self.engine.settings.cookie_domain else None  # only a domain needs it
+        return self.engine.tag_for_host(host, nonce)
 
     async def _body(self, message: Message) -> None:
         chunk = message.get("body", b"")
         more = message.get("more_body", False)
         self.buffered.append(chunk)
         self.buffered_size += len(chunk)
-        body = b"".join(self.buffered)
+        body = chunk if len(self.buffered) == 1 else b"".join(self.buffered)
         injected = None
         # A complete body may take the tag before </body>; a streamed one only before an early </head>.
         tried = not more or b"</head" in body.lower()
@@ -246,7 +299,26 @@ class _Responder:
     def _grow_content_length(self, extra: int) -> None:
         if self.held is None:
             return
-        headers = MutableHeaders(scope=self.held)
-        length = headers.get("content-length")
-        if length is not None and length.isdigit():
-            headers["content-length"] = str(int(length) + extra)
+        raw: list[tuple[bytes, bytes]] = self.held["headers"]
+        for index, (name, value) in enumerate(raw):
+            if name == b"content-length" and value.isdigit():
+                raw[index] = (name, str(int(value) + extra).encode())
+
+
+def _cookie_header(scope: Scope) -> str:
+    return "; ".join(value.decode("latin-1") for name, value in scope["headers"] if name == b"cookie")
+
+
+def _host(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"host":
+            return normalize_host(value.decode("latin-1"))
+    return None
+
+
+def _is_html(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """A cheap first look, so that a request without click signals costs nearly nothing on JSON."""
+    for name, value in headers:
+        if name == b"content-type":
+            return value[:9].lower() == b"text/html"
+    return False

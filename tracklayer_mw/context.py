@@ -5,6 +5,7 @@ Everything here is a pure function of request data; the engine decides what to d
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -149,6 +150,7 @@ def fresher(current: ClickContext | None, candidate: ClickContext | None) -> Cli
 # --- the client ----------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)  # ipaddress is slow, and the same clients come back
 def _parse_ip(value: str) -> str | None:
     value = value.strip().strip('"')
     if value.startswith("["):  # "[2001:db8::1]:443"

@@ -11,8 +11,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+import weakref
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -58,11 +58,18 @@ class RequestState:
     url_epik: str | None
     consent: bool
     gpc: bool
-    bot: bool
     engine: Engine = field(repr=False)
     cookies_issued: bool = False
     consent_carried: bool = False  # consent arrived with a linker token; remember it on this host
     tag_placed: bool = False  # a template placed the snippet itself (`snippet_tag()`)
+    _bot: bool | None = None
+
+    @property
+    def bot(self) -> bool:
+        """A well-known crawler (worked out only when an event or a cookie is at stake)."""
+        if self._bot is None:
+            self._bot = is_bot(self.view.headers.get("user-agent"))
+        return self._bot
 
     @property
     def injected(self) -> bool:
@@ -101,13 +108,37 @@ def lone_surrogate_at(value: object, path: str = "") -> str | None:
     return None
 
 
-@contextmanager
-def guard(what: str) -> Iterator[None]:
-    """Around every tracking step in a request: a tracklayer bug is logged, the request goes on."""
-    try:
-        yield
-    except Exception:
-        logger.exception("tracklayer: %s failed; the request goes on untouched", what)
+class guard:
+    """Around every tracking step in a request: a tracklayer bug is logged, the request goes on.
+
+    A class rather than @contextmanager: it runs a few times per request, and this is cheaper."""
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: Any) -> bool:
+        if kind is None or not issubclass(kind, Exception):
+            return False  # nothing went wrong, or a KeyboardInterrupt/SystemExit: let it through
+        logger.error("tracklayer: %s failed; the request goes on untouched", self.what, exc_info=error)
+        return True
+
+
+_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    # A forked child has no delivery thread (gunicorn --preload): its first request starts one.
+    for engine in list(_ENGINES):
+        engine._started = False
+        engine._start_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 class Engine:
@@ -148,19 +179,20 @@ class Engine:
             tag_id=settings.pinterest_tag_id,
             page_visit=settings.page_visit,
         )
-        self._started_pid = 0
+        self._started = False
         self._start_lock = threading.Lock()
+        _ENGINES.add(self)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
         with self._start_lock:
             self.deliverer.start()
-            self._started_pid = os.getpid()
+            self._started = True
 
     def ensure_started(self) -> None:
         """Without a lifespan (WSGI, --lifespan off, a forked worker), the first request starts delivery."""
-        if self._started_pid != os.getpid() or not self.deliverer.is_alive:
+        if not self._started:  # per request: one attribute (a forked child is reset by _after_fork)
             self.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -169,6 +201,7 @@ class Engine:
             self.deliverer.flush(timeout)
         finally:
             self.deliverer.stop(timeout)
+            self._started = False  # a request after a stop starts delivery again
 
     # --- per request -----------------------------------------------------------------------------
 
@@ -195,7 +228,6 @@ class Engine:
             url_epik=epik_from_params(params),
             consent=self._consent(view),
             gpc=self.settings.respect_gpc and view.headers.get("sec-gpc", "").strip() == "1",
-            bot=is_bot(view.headers.get("user-agent")),
             engine=self,
         )
 
@@ -266,8 +298,11 @@ class Engine:
 
     def tag_html(self, state: RequestState, nonce: str | None = None) -> str:
         """The snippet tag for this request's page."""
+        return self.tag_for_host(state.view.host, nonce, consent=state.consent)
+
+    def tag_for_host(self, host: str | None, nonce: str | None = None, *, consent: bool = True) -> str:
+        """The snippet tag for a page on `host` (`consent` matters only when consent is a callable)."""
         settings = self.settings
-        host = state.view.host
         # On a host outside cookie_domain (a linked site) the browser refuses that Domain: host-only there.
         host_only = (
             settings.cookie_domain is not None
@@ -275,8 +310,8 @@ class Engine:
             and not settings.is_cookie_domain_host(host)
         )
         # A callable's decision is rendered into the page (the cookie form of consent suits cached pages).
-        consent = ("granted" if state.consent else "denied") if callable(settings.consent) else None
-        return self.snippet.html(nonce=nonce, host_only=host_only, consent=consent)
+        decision = ("granted" if consent else "denied") if callable(settings.consent) else None
+        return self.snippet.html(nonce=nonce, host_only=host_only, consent=decision)
 
     def redirect_location(self, state: RequestState, location: str) -> str | None:
         """The app's own redirect, carrying the click on: `epik` inside the site, a token to linked hosts."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any
@@ -154,6 +154,32 @@ def view_from_environ(environ: Mapping[str, Any], trusted_hops: int) -> RequestV
     return view
 
 
+CLICK_COOKIES = ("_epik=", "_tl=", "_pin_unauth=", "_derived_epik=")
+
+
+def carries_click_signals(query_string: str, cookie_header: str) -> bool:
+    """Whether a request may change or need its click context: a click id or linker token in the
+    URL, or a cookie tracklayer or the tag wrote. Without any, no cookie is set and no redirect is
+    rewritten, so the request state is built only if the app asks for it (track(), a template tag)."""
+    query = query_string.lower()
+    return "epik" in query or "_tlx" in query or any(name in cookie_header for name in CLICK_COOKIES)
+
+
+class DeferredState:
+    """A request's state, built on first use (most responses never need it)."""
+
+    __slots__ = ("_build", "built")
+
+    def __init__(self, build: Callable[[], RequestState]) -> None:
+        self._build = build
+        self.built: RequestState | None = None
+
+    def get(self) -> RequestState:
+        if self.built is None:
+            self.built = self._build()
+        return self.built
+
+
 def state_of(request: object) -> RequestState | None:
     """The tracklayer state of a request: a Starlette/FastAPI Request, an ASGI scope, a WSGI
     environ, a Flask request or a Django HttpRequest (WSGI `META` or ASGI `scope`)."""
@@ -165,6 +191,8 @@ def state_of(request: object) -> RequestState | None:
     for candidate in candidates:
         if isinstance(candidate, Mapping):
             state = candidate.get(STATE_KEY)
+            if isinstance(state, DeferredState):
+                state = state.get()
             if isinstance(state, RequestState):
                 return state
     return None

@@ -153,9 +153,10 @@ def inject(body: bytes, tag: bytes) -> bytes | None:
     """``body`` with ``tag`` inserted before the first ``</head>`` (any case), else before the last
     ``</body>``; ``None`` (leave the body untouched) when there is neither, or when the body already
     carries a tracklayer tag (a ``<script ... data-tl=...>``, e.g. placed by a template)."""
-    if _ALREADY.search(body):
-        return None
     match = _HEAD_CLOSE.search(body)
+    # A tag already placed belongs in the head: looking there only keeps big pages cheap.
+    if _ALREADY.search(body, 0, match.start() if match else len(body)):
+        return None
     if match is None:
         closes = list(_BODY_CLOSE.finditer(body))
         if not closes:
