@@ -286,6 +286,19 @@ def test_host_exceptions_propagate_unchanged(rig: Rig, framework: str, path: str
         fetch(shop_client(framework, rig.engine()), "GET", path)
 
 
+@pytest.mark.parametrize("path", ["/", "/?epik=abc"], ids=["no-click-signals", "with-epik"])
+def test_a_failing_host_app_runs_once(rig: Rig, path: str) -> None:
+    calls: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        calls.append(scope["path"])
+        raise HostError("boom")
+
+    with pytest.raises(HostError):
+        fetch(asgi_client(TrackLayerMiddleware(app, engine=rig.engine())), "GET", path)
+    assert calls == ["/"]
+
+
 def test_host_exception_after_an_html_start_propagates(rig: Rig) -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await send(

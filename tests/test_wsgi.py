@@ -211,6 +211,20 @@ def test_host_exceptions_propagate_unchanged(rig: Rig, framework: str, path: str
         fetch(shop_client(framework, rig.engine()), "GET", path)
 
 
+@pytest.mark.parametrize("query", ["", "epik=abc"], ids=["no-click-signals", "with-epik"])
+def test_a_failing_host_app_runs_once(rig: Rig, query: str) -> None:
+    calls: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterator[bytes]:
+        calls.append(environ["PATH_INFO"])
+        raise HostError("boom")
+
+    middleware = TrackLayerWSGIMiddleware(app, engine=rig.engine())
+    with pytest.raises(HostError):
+        middleware({**environ_for(), "QUERY_STRING": query}, lambda status, headers, exc_info=None: None)
+    assert calls == ["/"]
+
+
 def test_host_exception_while_streaming_an_html_body_propagates(rig: Rig) -> None:
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterator[bytes]:
         start_response("200 OK", [("Content-Type", "text/html")])

@@ -63,6 +63,7 @@ class TrackLayerMiddleware:
         state: RequestState | None = None
         route: str | None = None
         answer: Answer | None = None
+        light: tuple[Scope, _Responder] | None = None
         with guard("reading the request"):
             self.engine.ensure_started()
             if not scope["path"].startswith(self.endpoints.prefix) and not carries_click_signals(
@@ -72,9 +73,11 @@ class TrackLayerMiddleware:
                 app_scope = {**scope}
                 deferred = DeferredState(lambda: self.engine.begin(view_from_scope(app_scope, self._hops)))
                 app_scope[STATE_KEY] = deferred
-                responder = _Responder(self, None, send, light=(app_scope, deferred))
-                await self.app(app_scope, receive, responder.send)
-                return
+                light = (app_scope, _Responder(self, None, send, light=(app_scope, deferred)))
+        if light is not None:
+            await self.app(light[0], receive, light[1].send)  # outside the guard: host errors are its own
+            return
+        with guard("reading the request"):
             view = view_from_scope(scope, self._hops)
             route = self.endpoints.route(view.path)
             state = self.engine.begin(view)

@@ -16,10 +16,17 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from tracklayer_mw.config import Settings
+from tracklayer_mw.context import normalize_host
 from tracklayer_mw.endpoints import MAX_BODY, UNAVAILABLE, Answer, Endpoints, redirect_answer
 from tracklayer_mw.engine import Engine, RequestState, engine_for, guard
 from tracklayer_mw.outbox import Outbox
-from tracklayer_mw.request import STATE_KEY, view_from_environ
+from tracklayer_mw.request import (
+    INJECTED_KEY,
+    STATE_KEY,
+    DeferredState,
+    carries_click_signals,
+    view_from_environ,
+)
 from tracklayer_mw.snippet import csp_nonce, inject, is_html_response
 
 if TYPE_CHECKING:
@@ -60,8 +67,20 @@ class TrackLayerWSGIMiddleware:
         state: RequestState | None = None
         route: str | None = None
         answer: Answer | None = None
+        light: _Responder | None = None
         with guard("reading the request"):
             self.engine.ensure_started()
+            path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+            if not path.startswith(self.endpoints.prefix) and not carries_click_signals(
+                environ.get("QUERY_STRING", ""), environ.get("HTTP_COOKIE", "")
+            ):
+                # Nothing to set or carry: the state is built only if the app or a template asks.
+                deferred = DeferredState(lambda: self.engine.begin(view_from_environ(environ, self._hops)))
+                light = _Responder(self, None, start_response, light=(environ, deferred))
+                environ[STATE_KEY] = deferred
+        if light is not None:
+            return self._run_app(environ, light)  # outside the guard: the host's exceptions are its own
+        with guard("reading the request"):
             view = view_from_environ(environ, self._hops)
             route = self.endpoints.route(view.path)
             state = self.engine.begin(view)
@@ -77,7 +96,9 @@ class TrackLayerWSGIMiddleware:
             return self.app(environ, start_response)
         environ[STATE_KEY] = state
         environ["QUERY_STRING"] = state.view.query_string  # without `_tlx`
-        responder = _Responder(self, state, start_response)
+        return self._run_app(environ, _Responder(self, state, start_response))
+
+    def _run_app(self, environ: WSGIEnvironment, responder: _Responder) -> Iterable[bytes]:
         result = self.app(environ, responder.start_response)
         if responder.started and not responder.holding:
             return result  # nothing to inject: the app's iterable (and its file_wrapper) goes out as is
@@ -137,11 +158,24 @@ def _respond(start_response: StartResponse, answer: Answer) -> list[bytes]:
 
 class _Responder:
     def __init__(
-        self, middleware: TrackLayerWSGIMiddleware, state: RequestState, start_response: StartResponse
+        self,
+        middleware: TrackLayerWSGIMiddleware,
+        state: RequestState | None,
+        start_response: StartResponse,
+        *,
+        light: tuple[WSGIEnvironment, DeferredState] | None = None,
     ):
         self.engine = middleware.engine
         self.endpoints = middleware.endpoints
         self.state = state
+        self.light = light  # a request without click signals: only the snippet may be needed
+        self.method = (
+            state.view.method
+            if state is not None
+            else str(light[0].get("REQUEST_METHOD", "GET"))
+            if light
+            else "GET"
+        )
         self.downstream = start_response
         self.started = False
         self.holding = False
@@ -154,9 +188,9 @@ class _Responder:
     ) -> Any:
         self.started = True
         self.holding = False
-        headers = list(headers)
-        with guard("editing the response headers"):
-            headers = self._edit(status, list(headers))  # a copy: a failed edit leaves the host's headers
+        if self.state is not None or _is_html(headers):
+            with guard("editing the response headers"):
+                headers = self._edit(status, list(headers))  # a copy: a failed edit leaves the host's headers
         if exc_info is not None:
             return self.downstream(status, headers, exc_info)  # only pass exc_info when given
         if self.holding:
@@ -170,23 +204,43 @@ class _Responder:
         def get(name: str) -> str | None:
             return next((value for key, value in headers if key.lower() == name), None)
 
-        cache_control = ", ".join(value for key, value in headers if key.lower() == "cache-control")
-        cookies = self.engine.set_cookie_headers(self.state, cache_control=cache_control)
-        headers.extend(("Set-Cookie", value) for value in cookies)
-        location = get("location")
-        if 300 <= code < 400 and location:
-            rewritten = self.engine.redirect_location(self.state, location)
-            if rewritten is not None:
-                headers = [(key, rewritten if key.lower() == "location" else value) for key, value in headers]
+        if self.state is not None:
+            cache_control = ", ".join(value for key, value in headers if key.lower() == "cache-control")
+            cookies = self.engine.set_cookie_headers(self.state, cache_control=cache_control)
+            headers.extend(("Set-Cookie", value) for value in cookies)
+            location = get("location")
+            if 300 <= code < 400 and location:
+                rewritten = self.engine.redirect_location(self.state, location)
+                if rewritten is not None:
+                    headers = [
+                        (key, rewritten if key.lower() == "location" else value) for key, value in headers
+                    ]
         if (
             self.engine.settings.inject_snippet
-            and not self.state.injected
-            and is_html_response(code, get("content-type"), get("content-encoding"), self.state.view.method)
+            and is_html_response(code, get("content-type"), get("content-encoding"), self.method)
+            and not self._tag_placed()
         ):
             csp = [value for key, value in headers if key.lower() == "content-security-policy"]
-            self.tag = self.engine.tag_html(self.state, csp_nonce(csp)).encode()
+            self.tag = self._tag(csp_nonce(csp)).encode()
             self.holding = True
         return headers
+
+    def _tag_placed(self) -> bool:
+        if self.state is not None:
+            return self.state.injected
+        assert self.light is not None
+        environ, deferred = self.light
+        return bool(environ.get(INJECTED_KEY)) or (deferred.built is not None and deferred.built.injected)
+
+    def _tag(self, nonce: str | None) -> str:
+        if self.state is not None:
+            return self.engine.tag_html(self.state, nonce)
+        assert self.light is not None
+        environ, deferred = self.light
+        if callable(self.engine.settings.consent):
+            return self.engine.tag_html(deferred.get(), nonce)  # the callable needs the request
+        host = normalize_host(environ.get("HTTP_HOST")) if self.engine.settings.cookie_domain else None
+        return self.engine.tag_for_host(host, nonce)
 
     def _write_while_holding(self, data: bytes) -> None:
         # The legacy write() callable: the app streams imperatively, so give up on injection.
@@ -257,3 +311,11 @@ class _ResponseBody:
         close = getattr(self.result, "close", None)
         if close is not None:
             close()
+
+
+def _is_html(headers: Iterable[tuple[str, str]]) -> bool:
+    """A cheap first look, so that a request without click signals costs nearly nothing on JSON."""
+    for name, value in headers:
+        if name.lower() == "content-type":
+            return value[:9].lower() == "text/html"
+    return False
