@@ -99,7 +99,7 @@ def settings() -> Settings:
         pinterest_ad_account_id=SANDBOX_ACCOUNT,
         pinterest_access_token=SANDBOX_TOKEN,
         pinterest_api_base=os.environ.get("BENCH_API_BASE", "http://127.0.0.1:8765/v5"),
-        # test=true: the sandbox keeps no dedup memory for test events (see BENCHMARKS.md, sandbox note).
+        # test=true, as for any traffic that is not real conversions (the sandbox then keeps no dedup memory).
         pinterest_test_mode=True,
         outbox="sqlite:///" + os.environ.get("BENCH_OUTBOX", "/tmp/tracklayer-bench/outbox.sqlite3"),
         ingest_rate_per_minute=1_000_000_000,
