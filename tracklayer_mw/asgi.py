@@ -21,7 +21,6 @@ from tracklayer_mw.endpoints import BLOCKING_ROUTES, MAX_BODY, UNAVAILABLE, Answ
 from tracklayer_mw.engine import Engine, RequestState, engine_for, guard
 from tracklayer_mw.outbox import Outbox
 from tracklayer_mw.request import (
-    INJECTED_KEY,
     STATE_KEY,
     DeferredState,
     carries_click_signals,
@@ -71,9 +70,11 @@ class TrackLayerMiddleware:
             ):
                 # Nothing to set or carry: the state is built only if the app or a template asks.
                 app_scope = {**scope}
-                deferred = DeferredState(lambda: self.engine.begin(view_from_scope(app_scope, self._hops)))
+                deferred = DeferredState(
+                    lambda: self.engine.begin(view_from_scope(app_scope, self._hops)), app_scope
+                )
                 app_scope[STATE_KEY] = deferred
-                light = (app_scope, _Responder(self, None, send, light=(app_scope, deferred)))
+                light = (app_scope, _Responder(self, None, send, deferred=deferred))
         if light is not None:
             await self.app(light[0], receive, light[1].send)  # outside the guard: host errors are its own
             return
@@ -172,13 +173,15 @@ class _Responder:
         state: RequestState | None,
         send: Send,
         *,
-        light: tuple[Scope, DeferredState] | None = None,
+        deferred: DeferredState | None = None,
     ) -> None:
         self.engine = middleware.engine
         self.endpoints = middleware.endpoints
         self.state = state
-        self.light = light  # a request without click signals: only the snippet may be needed
-        self.method = state.view.method if state is not None else str(light[0]["method"]) if light else "GET"
+        self.deferred = deferred  # a request without click signals: only the snippet may be needed
+        self.method = (
+            state.view.method if state is not None else str(deferred.raw["method"]) if deferred else "GET"
+        )
         self.downstream = send
         self.held: Message | None = None  # the start message, while deciding about injection
         self.buffered: list[bytes] = []
@@ -241,21 +244,17 @@ class _Responder:
             self.held = message
 
     def _tag_placed(self) -> bool:
-        if self.state is not None:
-            return self.state.injected
-        assert self.light is not None
-        app_scope, deferred = self.light
-        return bool(app_scope.get(INJECTED_KEY)) or (deferred.built is not None and deferred.built.injected)
+        return (
+            self.state.injected
+            if self.state is not None
+            else bool(self.deferred and self.deferred.tag_placed)
+        )
 
     def _tag(self, nonce: str | None) -> str:
         if self.state is not None:
             return self.engine.tag_html(self.state, nonce)
-        assert self.light is not None
-        app_scope, deferred = self.light
-        if callable(self.engine.settings.consent):
-            return self.engine.tag_html(deferred.get(), nonce)  # the callable needs the request
-        host = _host(app_scope) if self.engine.settings.cookie_domain else None  # only a domain needs it
-        return self.engine.tag_for_host(host, nonce)
+        assert self.deferred is not None
+        return self.engine.deferred_tag_html(self.deferred, nonce)
 
     async def _body(self, message: Message) -> None:
         chunk = message.get("body", b"")

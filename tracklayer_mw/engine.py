@@ -28,6 +28,7 @@ from tracklayer_mw.context import (
     epik_from_params,
     fresher,
     is_bot,
+    normalize_host,
     query_params,
     without_emails,
 )
@@ -37,7 +38,7 @@ from tracklayer_mw.hashing import USER_FIELDS, UserDataError, hash_user
 from tracklayer_mw.linker import TOKEN_PARAM, Linker, with_param, without_param
 from tracklayer_mw.outbox import NewEvent, Outbox, open_outbox
 from tracklayer_mw.pinterest import PinterestAdapter
-from tracklayer_mw.request import INJECTED_KEY, RequestView
+from tracklayer_mw.request import INJECTED_KEY, DeferredState, RequestView
 from tracklayer_mw.snippet import SnippetTag
 from tracklayer_mw.worker import Deliverer
 
@@ -299,6 +300,13 @@ class Engine:
     def tag_html(self, state: RequestState, nonce: str | None = None) -> str:
         """The snippet tag for this request's page."""
         return self.tag_for_host(state.view.host, nonce, consent=state.consent)
+
+    def deferred_tag_html(self, deferred: DeferredState, nonce: str | None = None) -> str:
+        """The snippet tag for a request whose state was deferred (built only if consent is a callable)."""
+        if callable(self.settings.consent):
+            return self.tag_html(deferred.get(), nonce)
+        host = normalize_host(deferred.host_header()) if self.settings.cookie_domain else None
+        return self.tag_for_host(host, nonce)
 
     def tag_for_host(self, host: str | None, nonce: str | None = None, *, consent: bool = True) -> str:
         """The snippet tag for a page on `host` (`consent` matters only when consent is a callable)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any
@@ -166,18 +166,31 @@ def carries_click_signals(query_string: str, cookie_header: str) -> bool:
 
 
 class DeferredState:
-    """A request's state, built on first use (most responses never need it)."""
+    """A request's state, built on first use (most responses never need it).
 
-    __slots__ = ("_build", "built")
+    `raw` is the scope or environ the app sees, where a template marks a tag it placed itself."""
 
-    def __init__(self, build: Callable[[], RequestState]) -> None:
+    __slots__ = ("_build", "built", "raw")
+
+    def __init__(self, build: Callable[[], RequestState], raw: MutableMapping[str, Any]) -> None:
         self._build = build
         self.built: RequestState | None = None
+        self.raw = raw
 
     def get(self) -> RequestState:
         if self.built is None:
             self.built = self._build()
         return self.built
+
+    @property
+    def tag_placed(self) -> bool:
+        return bool(self.raw.get(INJECTED_KEY)) or (self.built is not None and self.built.injected)
+
+    def host_header(self) -> str | None:
+        if "headers" in self.raw:  # an ASGI scope
+            return next((v.decode("latin-1") for n, v in self.raw["headers"] if n == b"host"), None)
+        host = self.raw.get("HTTP_HOST")
+        return str(host) if host is not None else None
 
 
 def state_of(request: object) -> RequestState | None:

@@ -16,12 +16,10 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from tracklayer_mw.config import Settings
-from tracklayer_mw.context import normalize_host
 from tracklayer_mw.endpoints import MAX_BODY, UNAVAILABLE, Answer, Endpoints, redirect_answer
 from tracklayer_mw.engine import Engine, RequestState, engine_for, guard
 from tracklayer_mw.outbox import Outbox
 from tracklayer_mw.request import (
-    INJECTED_KEY,
     STATE_KEY,
     DeferredState,
     carries_click_signals,
@@ -75,8 +73,10 @@ class TrackLayerWSGIMiddleware:
                 environ.get("QUERY_STRING", ""), environ.get("HTTP_COOKIE", "")
             ):
                 # Nothing to set or carry: the state is built only if the app or a template asks.
-                deferred = DeferredState(lambda: self.engine.begin(view_from_environ(environ, self._hops)))
-                light = _Responder(self, None, start_response, light=(environ, deferred))
+                deferred = DeferredState(
+                    lambda: self.engine.begin(view_from_environ(environ, self._hops)), environ
+                )
+                light = _Responder(self, None, start_response, deferred=deferred)
                 environ[STATE_KEY] = deferred
         if light is not None:
             return self._run_app(environ, light)  # outside the guard: the host's exceptions are its own
@@ -163,19 +163,14 @@ class _Responder:
         state: RequestState | None,
         start_response: StartResponse,
         *,
-        light: tuple[WSGIEnvironment, DeferredState] | None = None,
+        deferred: DeferredState | None = None,
     ):
         self.engine = middleware.engine
         self.endpoints = middleware.endpoints
         self.state = state
-        self.light = light  # a request without click signals: only the snippet may be needed
-        self.method = (
-            state.view.method
-            if state is not None
-            else str(light[0].get("REQUEST_METHOD", "GET"))
-            if light
-            else "GET"
-        )
+        self.deferred = deferred  # a request without click signals: only the snippet may be needed
+        raw = deferred.raw if deferred is not None else {}
+        self.method = state.view.method if state is not None else str(raw.get("REQUEST_METHOD", "GET"))
         self.downstream = start_response
         self.started = False
         self.holding = False
@@ -226,21 +221,17 @@ class _Responder:
         return headers
 
     def _tag_placed(self) -> bool:
-        if self.state is not None:
-            return self.state.injected
-        assert self.light is not None
-        environ, deferred = self.light
-        return bool(environ.get(INJECTED_KEY)) or (deferred.built is not None and deferred.built.injected)
+        return (
+            self.state.injected
+            if self.state is not None
+            else bool(self.deferred and self.deferred.tag_placed)
+        )
 
     def _tag(self, nonce: str | None) -> str:
         if self.state is not None:
             return self.engine.tag_html(self.state, nonce)
-        assert self.light is not None
-        environ, deferred = self.light
-        if callable(self.engine.settings.consent):
-            return self.engine.tag_html(deferred.get(), nonce)  # the callable needs the request
-        host = normalize_host(environ.get("HTTP_HOST")) if self.engine.settings.cookie_domain else None
-        return self.engine.tag_for_host(host, nonce)
+        assert self.deferred is not None
+        return self.engine.deferred_tag_html(self.deferred, nonce)
 
     def _write_while_holding(self, data: bytes) -> None:
         # The legacy write() callable: the app streams imperatively, so give up on injection.
