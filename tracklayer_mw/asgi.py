@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracklayer_mw.config import Settings
 from tracklayer_mw.context import normalize_host
-from tracklayer_mw.endpoints import BLOCKING_ROUTES, MAX_BODY, UNAVAILABLE, Answer, Endpoints, redirect_answer
+from tracklayer_mw.endpoints import BLOCKING_ROUTES, MAX_BODY, UNAVAILABLE, Answer, Endpoints
 from tracklayer_mw.engine import Engine, RequestState, engine_for, guard
 from tracklayer_mw.outbox import Outbox
 from tracklayer_mw.request import (
@@ -83,9 +83,7 @@ class TrackLayerMiddleware:
             route = self.endpoints.route(view.path)
             state = self.engine.begin(view)
             if route is None:
-                clean_url = self.engine.arrival(state)
-                if clean_url is not None:
-                    answer = redirect_answer(302, clean_url, self.engine.set_cookie_headers(state))
+                answer = self.endpoints.arrival(state)
         if route is not None:
             await self._send_answer(send, await self._endpoint(route, state, receive))
             return

@@ -84,6 +84,13 @@ class Endpoints:
         # The engine's clock, so a test's fake clock drives the rate as it drives everything else.
         self.limiter = RateLimiter(engine.settings.ingest_rate_per_minute, clock=engine.clock)
 
+    def arrival(self, state: RequestState) -> Answer | None:
+        """A GET/HEAD carrying a linker token: cookies set, redirected to the URL without it."""
+        clean_url = self.engine.arrival(state)
+        if clean_url is None:
+            return None
+        return redirect_answer(302, clean_url, self.engine.set_cookie_headers(state))
+
     def precheck(self, route: str, state: RequestState) -> Answer | None:
         """What is answered before reading the body: anything but an ingest that passes its checks."""
         return self.ingest_precheck(state) if route == "ingest" else None

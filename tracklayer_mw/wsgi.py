@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from tracklayer_mw.config import Settings
-from tracklayer_mw.endpoints import MAX_BODY, UNAVAILABLE, Answer, Endpoints, redirect_answer
+from tracklayer_mw.endpoints import MAX_BODY, UNAVAILABLE, Answer, Endpoints
 from tracklayer_mw.engine import Engine, RequestState, engine_for, guard
 from tracklayer_mw.outbox import Outbox
 from tracklayer_mw.request import (
@@ -85,9 +85,7 @@ class TrackLayerWSGIMiddleware:
             route = self.endpoints.route(view.path)
             state = self.engine.begin(view)
             if route is None:
-                clean_url = self.engine.arrival(state)
-                if clean_url is not None:
-                    answer = redirect_answer(302, clean_url, self.engine.set_cookie_headers(state))
+                answer = self.endpoints.arrival(state)
         if route is not None:
             return _respond(start_response, self._endpoint(route, state, environ))
         if answer is not None:
