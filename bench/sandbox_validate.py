@@ -1,0 +1,142 @@
+"""What the Pinterest sandbox costs per 1,000-event body: `.venv/bin/python -m bench.sandbox_validate`.
+
+Builds events the way the library does (`parse_event`, then `pinterest.build_body`, the body
+`PinterestAdapter.send` posts) and times, in CPU seconds of this process (`time.process_time`, so
+other load on the machine matters less), the minimum over ``--repeats`` runs of:
+
+- ``json parse``: ``json.loads`` of the request bytes (what the sandbox does first);
+- ``schema validation``: ``sandbox.schema.validate_request_body`` on the parsed body;
+- ``per-event checks``: ``sandbox.checks.check_event`` for every event;
+- ``sandbox dispatch``: ``PinterestSandbox.dispatch`` of the whole request (parse, validate, checks,
+  dedup, records, the per-event answer): the sandbox's side of one delivery;
+- ``round trip``: ``PinterestAdapter.send`` through ``sandbox.transport()``: the library's side
+  (body building, JSON, httpx, reading the answer) plus the sandbox's.
+
+Every dispatched body carries fresh event ids, so dedup remembers them as it would in a delivery run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+
+from tracklayer_mw.events import Event, parse_event
+from tracklayer_mw.pinterest import PinterestAdapter, build_body
+from tracklayer_mw.sandbox import PinterestSandbox
+from tracklayer_mw.sandbox.checks import check_event
+from tracklayer_mw.sandbox.schema import validate_request_body
+
+TOKEN = "sandbox-token"
+ACCOUNT = "549755885175"
+PATH = f"/v5/ad_accounts/{ACCOUNT}/events"
+HEADERS = {"authorization": f"Bearer {TOKEN}", "content-type": "application/json"}
+
+
+def template(now: float) -> Event:
+    """A purchase with a hashed email and external id, IP, user agent, click id, URL and contents."""
+    return parse_event(
+        {
+            "event": "Purchase",
+            "event_time": int(now),
+            "url": "https://shop.example/checkout/thanks",
+            "user": {"email": "ann@example.com", "external_id": "cust-42"},
+            "custom": {
+                "value": 49.99,
+                "currency": "USD",
+                "num_items": 2,
+                "content_ids": ["sku-1", "sku-2"],
+                "contents": [
+                    {"id": "sku-1", "quantity": 1, "item_price": 24.99, "item_name": "Shirt"},
+                    {"id": "sku-2", "quantity": 1, "item_price": 25.00, "item_name": "Socks"},
+                ],
+            },
+        },
+        now=now,
+        source="server",
+    ).with_context(
+        click_id="dj0yJnU9b1FrZ3BhWnJQc2xPT0dLbmV4ZFpsUG9TSkxPR0x0c0Y",
+        client_ip="203.0.113.9",
+        user_agent="Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Version/17.5",
+    )
+
+
+def batches(count: int, now: float) -> Iterator[list[Event]]:
+    """Endless batches of ``count`` events, each batch with event ids no other batch uses."""
+    base = template(now)
+    number = 0
+    while True:
+        yield [base.with_context(event_id=f"b{number}-{i}") for i in range(count)]
+        number += 1
+
+
+def encode(body: dict[str, Any]) -> bytes:
+    """The bytes `PinterestAdapter.send` posts."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def cpu_ms(run: Callable[[], object], prepare: Callable[[], None], repeats: int) -> float:
+    """The least CPU time of ``run`` over ``repeats`` runs, in ms; ``prepare`` runs untimed before each."""
+    best = float("inf")
+    for _ in range(repeats):
+        prepare()
+        started = time.process_time()
+        run()
+        best = min(best, time.process_time() - started)
+    return best * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1000, help="events per body (default 1000)")
+    parser.add_argument("--repeats", type=int, default=30, help="runs per figure; the minimum counts")
+    args = parser.parse_args()
+    count, repeats = args.events, args.repeats
+
+    now = time.time()
+    source = batches(count, now)
+    sandbox = PinterestSandbox(token=TOKEN, ad_account_ids=(ACCOUNT,))
+    adapter = PinterestAdapter(ad_account_id=ACCOUNT, access_token=TOKEN, api_base="https://sandbox.test/v5")
+    client = httpx.Client(transport=sandbox.transport())
+
+    raw = encode(build_body(next(source)))
+    parsed = json.loads(raw)
+    assert not validate_request_body(parsed), "the benchmark body must be valid"  # also warms up
+    state: dict[str, Any] = {}
+
+    def next_raw() -> None:
+        state["raw"] = encode(build_body(next(source)))
+
+    def next_events() -> None:
+        state["events"] = next(source)
+
+    def dispatch() -> None:
+        outcome = sandbox.dispatch("POST", PATH, "", HEADERS, state["raw"])
+        assert outcome.reply.status == 200, outcome.reply.body[:300]
+
+    def send() -> None:
+        outcome = adapter.send(client, state["events"])
+        assert outcome.status == 200, outcome
+
+    def nothing() -> None:
+        pass
+
+    figures = [
+        ("json parse", cpu_ms(lambda: json.loads(raw), nothing, repeats)),
+        ("schema validation", cpu_ms(lambda: validate_request_body(parsed), nothing, repeats)),
+        ("per-event checks", cpu_ms(lambda: [check_event(e, now) for e in parsed["data"]], nothing, repeats)),
+        ("sandbox dispatch", cpu_ms(dispatch, next_raw, repeats)),
+        ("round trip (library + sandbox)", cpu_ms(send, next_events, repeats)),
+    ]
+    client.close()
+    print(f"{count} events per body, {len(raw):,} bytes; CPU ms per body, min of {repeats}")
+    for what, ms in figures:
+        print(f"  {what:<32}{ms:9.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
