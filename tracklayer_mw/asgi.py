@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import anyio.to_thread
 import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracklayer_mw.config import Settings
-from tracklayer_mw.context import normalize_host
 from tracklayer_mw.endpoints import BLOCKING_ROUTES, MAX_BODY, UNAVAILABLE, Answer, Endpoints
 from tracklayer_mw.engine import Engine, RequestState, engine_for, guard
 from tracklayer_mw.outbox import Outbox
@@ -24,6 +24,7 @@ from tracklayer_mw.request import (
     STATE_KEY,
     DeferredState,
     carries_click_signals,
+    tag_placed,
     view_from_scope,
 )
 from tracklayer_mw.snippet import csp_nonce, inject, is_html_response
@@ -62,21 +63,18 @@ class TrackLayerMiddleware:
         state: RequestState | None = None
         route: str | None = None
         answer: Answer | None = None
-        light: tuple[Scope, _Responder] | None = None
+        light: _Responder | None = None
         with guard("reading the request"):
             self.engine.ensure_started()
             if not scope["path"].startswith(self.endpoints.prefix) and not carries_click_signals(
                 scope.get("query_string", b"").decode("latin-1"), _cookie_header(scope)
             ):
                 # Nothing to set or carry: the state is built only if the app or a template asks.
-                app_scope = {**scope}
-                deferred = DeferredState(
-                    lambda: self.engine.begin(view_from_scope(app_scope, self._hops)), app_scope
-                )
-                app_scope[STATE_KEY] = deferred
-                light = (app_scope, _Responder(self, None, send, deferred=deferred))
+                # The app gets a copy holding the state; the state reads the original (no cycle).
+                deferred = DeferredState(self._begin, scope)
+                light = _Responder(self, send, {**scope, STATE_KEY: deferred}, deferred=deferred)
         if light is not None:
-            await self.app(light[0], receive, light[1].send)  # outside the guard: host errors are its own
+            await self.app(light.scope, receive, light.send)  # outside the guard: host errors are its own
             return
         with guard("reading the request"):
             view = view_from_scope(scope, self._hops)
@@ -91,13 +89,15 @@ class TrackLayerMiddleware:
             await self._send_answer(send, answer)
             return
         if state is not None:
-            scope = {**scope, STATE_KEY: state}
-            state.view.raw = scope  # the app's copy: a template's scope["tracklayer.injected"] is seen
+            app_scope = {**scope, STATE_KEY: state}
             if state.view.query_string != scope.get("query_string", b"").decode("latin-1"):
-                scope["query_string"] = state.view.query_string.encode("latin-1")  # `_tlx` stripped
-            await self.app(scope, receive, _Responder(self, state, send).send)
+                app_scope["query_string"] = state.view.query_string.encode("latin-1")  # `_tlx` stripped
+            await self.app(app_scope, receive, _Responder(self, send, app_scope, state=state).send)
         else:
             await self.app(scope, receive, send)
+
+    def _begin(self, scope: Mapping[str, Any]) -> RequestState:
+        return self.engine.begin(view_from_scope(scope, self._hops))
 
     # --- lifespan ------------------------------------------------------------------------------
 
@@ -165,22 +165,25 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
 class _Responder:
     """One per request: adds cookies, carries the click through redirects, injects the snippet."""
 
+    __slots__ = (
+        "buffered", "buffered_size", "deferred", "downstream", "engine", "held", "passthrough",
+        "scope", "state", "tag",
+    )  # fmt: skip
+
     def __init__(
         self,
         middleware: TrackLayerMiddleware,
-        state: RequestState | None,
         send: Send,
+        scope: Scope,
         *,
+        state: RequestState | None = None,
         deferred: DeferredState | None = None,
     ) -> None:
         self.engine = middleware.engine
-        self.endpoints = middleware.endpoints
-        self.state = state
-        self.deferred = deferred  # a request without click signals: only the snippet may be needed
-        self.method = (
-            state.view.method if state is not None else str(deferred.raw["method"]) if deferred else "GET"
-        )
         self.downstream = send
+        self.scope = scope  # the app's copy: a template marks scope["tracklayer.injected"] there
+        self.state = state  # None when deferred: a request without click signals, only the tag may matter
+        self.deferred = deferred
         self.held: Message | None = None  # the start message, while deciding about injection
         self.buffered: list[bytes] = []
         self.buffered_size = 0
@@ -237,16 +240,12 @@ class _Responder:
                 content_encoding = value.decode("latin-1")
             elif name == b"content-security-policy":
                 policies.append(value.decode("latin-1"))
-        if is_html_response(status, content_type, content_encoding, self.method) and not self._tag_placed():
+        method = str(self.scope.get("method", "GET"))
+        if is_html_response(status, content_type, content_encoding, method) and not tag_placed(
+            self.scope, self.state or self.deferred
+        ):
             self.tag = self._tag(csp_nonce(policies)).encode()
             self.held = message
-
-    def _tag_placed(self) -> bool:
-        return (
-            self.state.injected
-            if self.state is not None
-            else bool(self.deferred and self.deferred.tag_placed)
-        )
 
     def _tag(self, nonce: str | None) -> str:
         if self.state is not None:
@@ -307,13 +306,6 @@ class _Responder:
 
 def _cookie_header(scope: Scope) -> str:
     return "; ".join(value.decode("latin-1") for name, value in scope["headers"] if name == b"cookie")
-
-
-def _host(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"host":
-            return normalize_host(value.decode("latin-1"))
-    return None
 
 
 def _is_html(headers: Iterable[tuple[bytes, bytes]]) -> bool:

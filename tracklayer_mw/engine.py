@@ -38,7 +38,7 @@ from tracklayer_mw.hashing import USER_FIELDS, UserDataError, hash_user
 from tracklayer_mw.linker import TOKEN_PARAM, Linker, with_param, without_param
 from tracklayer_mw.outbox import NewEvent, Outbox, open_outbox
 from tracklayer_mw.pinterest import PinterestAdapter
-from tracklayer_mw.request import INJECTED_KEY, DeferredState, RequestView
+from tracklayer_mw.request import DeferredState, RequestView
 from tracklayer_mw.snippet import SnippetTag
 from tracklayer_mw.worker import Deliverer
 
@@ -71,10 +71,6 @@ class RequestState:
         if self._bot is None:
             self._bot = is_bot(self.view.headers.get("user-agent"))
         return self._bot
-
-    @property
-    def injected(self) -> bool:
-        return self.tag_placed or bool(self.view.raw.get(INJECTED_KEY))
 
 
 def is_shared_cacheable(cache_control: str | None) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any
@@ -51,7 +51,6 @@ class RequestView:
     query_string: str
     headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
     client_ip: str | None
-    raw: Any = field(repr=False)  # the ASGI scope or WSGI environ
     cookies: dict[str, str] = field(default_factory=dict)
     authority: str | None = None  # host[:port] as requested, for URLs (`host` has no port)
 
@@ -115,7 +114,6 @@ def view_from_scope(scope: Mapping[str, Any], trusted_hops: int) -> RequestView:
         query_string=scope.get("query_string", b"").decode("latin-1"),
         headers=headers,
         client_ip=ip,
-        raw=scope,
         authority=authority,
     )
     view.cookies = parse_cookies(headers.get("cookie", ""))
@@ -147,7 +145,6 @@ def view_from_environ(environ: Mapping[str, Any], trusted_hops: int) -> RequestV
         query_string=environ.get("QUERY_STRING", ""),
         headers=headers,
         client_ip=ip,
-        raw=environ,
         authority=authority,
     )
     view.cookies = parse_cookies(headers.get("cookie", ""))
@@ -168,29 +165,38 @@ def carries_click_signals(query_string: str, cookie_header: str) -> bool:
 class DeferredState:
     """A request's state, built on first use (most responses never need it).
 
-    `raw` is the scope or environ the app sees, where a template marks a tag it placed itself."""
+    `raw` is the scope or environ the state is built from. It must not be (or lead to) the mapping
+    that holds this object: that would be a reference cycle per request, which only the cyclic
+    garbage collector frees (its pauses showed up as the middleware's p99). For the same reason
+    `build` is a bound method, not a closure over the request."""
 
     __slots__ = ("_build", "built", "raw")
 
-    def __init__(self, build: Callable[[], RequestState], raw: MutableMapping[str, Any]) -> None:
+    def __init__(self, build: Callable[[Mapping[str, Any]], RequestState], raw: Mapping[str, Any]) -> None:
         self._build = build
         self.built: RequestState | None = None
         self.raw = raw
 
     def get(self) -> RequestState:
         if self.built is None:
-            self.built = self._build()
+            self.built = self._build(self.raw)
         return self.built
-
-    @property
-    def tag_placed(self) -> bool:
-        return bool(self.raw.get(INJECTED_KEY)) or (self.built is not None and self.built.injected)
 
     def host_header(self) -> str | None:
         if "headers" in self.raw:  # an ASGI scope
             return next((v.decode("latin-1") for n, v in self.raw["headers"] if n == b"host"), None)
         host = self.raw.get("HTTP_HOST")
         return str(host) if host is not None else None
+
+
+def tag_placed(raw: Mapping[str, Any], state: RequestState | DeferredState | None) -> bool:
+    """Whether a template placed the snippet itself: `snippet_tag()` marks the state, a template
+    helper without one marks the app's scope or environ (`raw`) with INJECTED_KEY."""
+    if raw.get(INJECTED_KEY):
+        return True
+    if isinstance(state, DeferredState):
+        state = state.built
+    return state is not None and state.tag_placed
 
 
 def state_of(request: object) -> RequestState | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from tracklayer_mw.request import (
     STATE_KEY,
     DeferredState,
     carries_click_signals,
+    tag_placed,
     view_from_environ,
 )
 from tracklayer_mw.snippet import csp_nonce, inject, is_html_response
@@ -73,10 +74,9 @@ class TrackLayerWSGIMiddleware:
                 environ.get("QUERY_STRING", ""), environ.get("HTTP_COOKIE", "")
             ):
                 # Nothing to set or carry: the state is built only if the app or a template asks.
-                deferred = DeferredState(
-                    lambda: self.engine.begin(view_from_environ(environ, self._hops)), environ
-                )
-                light = _Responder(self, None, start_response, deferred=deferred)
+                # The state reads a copy taken before it is stored in the environ: no reference cycle.
+                deferred = DeferredState(self._begin, dict(environ))
+                light = _Responder(self, start_response, environ, deferred=deferred)
                 environ[STATE_KEY] = deferred
         if light is not None:
             return self._run_app(environ, light)  # outside the guard: the host's exceptions are its own
@@ -94,7 +94,10 @@ class TrackLayerWSGIMiddleware:
             return self.app(environ, start_response)
         environ[STATE_KEY] = state
         environ["QUERY_STRING"] = state.view.query_string  # without `_tlx`
-        return self._run_app(environ, _Responder(self, state, start_response))
+        return self._run_app(environ, _Responder(self, start_response, environ, state=state))
+
+    def _begin(self, environ: Mapping[str, Any]) -> RequestState:
+        return self.engine.begin(view_from_environ(environ, self._hops))
 
     def _run_app(self, environ: WSGIEnvironment, responder: _Responder) -> Iterable[bytes]:
         result = self.app(environ, responder.start_response)
@@ -158,17 +161,17 @@ class _Responder:
     def __init__(
         self,
         middleware: TrackLayerWSGIMiddleware,
-        state: RequestState | None,
         start_response: StartResponse,
+        environ: WSGIEnvironment,
         *,
+        state: RequestState | None = None,
         deferred: DeferredState | None = None,
     ):
         self.engine = middleware.engine
-        self.endpoints = middleware.endpoints
-        self.state = state
-        self.deferred = deferred  # a request without click signals: only the snippet may be needed
-        raw = deferred.raw if deferred is not None else {}
-        self.method = state.view.method if state is not None else str(raw.get("REQUEST_METHOD", "GET"))
+        self.environ = environ  # the app's: a template marks environ["tracklayer.injected"] there
+        self.state = state  # None when deferred: a request without click signals, only the tag may matter
+        self.deferred = deferred
+        self.method = str(environ.get("REQUEST_METHOD", "GET"))
         self.downstream = start_response
         self.started = False
         self.holding = False
@@ -211,19 +214,12 @@ class _Responder:
         if (
             self.engine.settings.inject_snippet
             and is_html_response(code, get("content-type"), get("content-encoding"), self.method)
-            and not self._tag_placed()
+            and not tag_placed(self.environ, self.state or self.deferred)
         ):
             csp = [value for key, value in headers if key.lower() == "content-security-policy"]
             self.tag = self._tag(csp_nonce(csp)).encode()
             self.holding = True
         return headers
-
-    def _tag_placed(self) -> bool:
-        return (
-            self.state.injected
-            if self.state is not None
-            else bool(self.deferred and self.deferred.tag_placed)
-        )
 
     def _tag(self, nonce: str | None) -> str:
         if self.state is not None:
