@@ -93,20 +93,12 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _is_string(value: Any) -> bool:
-    return isinstance(value, str)
-
-
-def _is_boolean(value: Any) -> bool:
-    return isinstance(value, bool)
-
-
-def _is_array(value: Any) -> bool:
-    return isinstance(value, list)
-
-
-def _is_object(value: Any) -> bool:
-    return isinstance(value, dict)
+# ``isinstance(value, str)`` as a C-level callable (type.__instancecheck__ bound to str): a leaf
+# check without a Python frame, about three times cheaper than a def. Most leaves are these.
+_is_string: Check = str.__instancecheck__
+_is_boolean: Check = bool.__instancecheck__
+_is_array: Check = list.__instancecheck__
+_is_object: Check = dict.__instancecheck__
 
 
 def _is_null(value: Any) -> bool:
@@ -480,13 +472,15 @@ def _object_check(node: Node) -> Check:
     other = _never if extra is False else _late(extra) if isinstance(extra, Node) else _always
     if not node.properties and other is _always:
         # Only "required" (the user_data anyOf branches): no need to look at the values.
+        if not required:
+            return _is_object
         return lambda value: isinstance(value, dict) and value.keys() >= required
     check_of = {name: _late(child) for name, child in node.properties.items()}.get
 
     def check(value: Any) -> bool:
         if not isinstance(value, dict) or not value.keys() >= required:
             return False
-        # A plain loop: all() over a generator costs a frame switch per property.
+        # A plain loop: all() over a generator costs a generator frame switch per property.
         for name, item in value.items():  # noqa: SIM110
             if not check_of(name, other)(item):
                 return False
@@ -506,7 +500,10 @@ def _enum_check(node: Node) -> Check:
 
 def _any_check(branches: list[Check]) -> Check:
     def check(value: Any) -> bool:
-        return any(branch(value) for branch in branches)
+        for branch in branches:  # noqa: SIM110 - a loop, not any(<generator>): see _object_check
+            if branch(value):
+                return True
+        return False
 
     return check
 
