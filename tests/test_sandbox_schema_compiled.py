@@ -4,6 +4,9 @@
 the straightforward interpreter it replaced, kept here as ``reference_errors``: for any instance,
 the compiled validator must return the same error strings in the same order (and so also the same
 valid/invalid verdict). ``tests/test_sandbox.py`` separately checks both against jsonschema.
+
+The per-event checks (``sandbox/checks.py``) got shortcuts for the usual event too; the last test
+compares them with their earlier reading the same way.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.test_sandbox import INVALID_BODIES, VALID_BODIES, body_of, make_event, sha
+from tracklayer_mw.sandbox import checks
 from tracklayer_mw.sandbox import schema as mini
 
 # -- the reference: the interpreter the compiled validator replaced, unchanged in behaviour --------
@@ -399,3 +403,99 @@ def test_a_compiled_validator_is_reusable() -> None:
 def test_only_local_refs_compile() -> None:
     with pytest.raises(ValueError, match="only local"):
         mini.compile_schema({"$ref": "https://example.com/schema"}, {})
+
+
+# -- the per-event checks: the usual event takes a shortcut that must not change any message ---------
+
+_REF_SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+_REF_DECIMAL = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
+_REF_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+def reference_user_and_custom_messages(event: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """``checks._check_user_data`` then ``_check_custom_data`` as they read before the shortcuts."""
+    errors: list[str] = []
+    warnings: list[str] = []
+    user_data = event.get("user_data", {})
+    for key in checks.HASHED_FIELDS:
+        values = user_data.get(key)
+        if values is None:
+            continue
+        if not values:
+            warnings.append(f"user_data.{key} is an empty list; it carries no match signal.")
+            continue
+        if not all(_REF_SHA256_HEX.match(value) for value in values):
+            errors.append(
+                f"Invalid user_data.{key} parameter. Values must be SHA-256 hashed "
+                "(64 hexadecimal characters)."
+            )
+        elif any(value != value.lower() for value in values):
+            warnings.append(f"user_data.{key} holds upper-case hex; send lower-case SHA-256 digests.")
+    custom = event.get("custom_data")
+    if not custom:
+        return errors, warnings
+
+    def decimal(value: str | None, where: str) -> None:
+        if value is not None and not _REF_DECIMAL.match(value):
+            errors.append(f"Invalid {where} parameter. {value!r} is not a decimal number.")
+
+    for key in ("value", "predicted_ltv"):
+        decimal(custom.get(key), f"custom_data.{key}")
+    for index, item in enumerate(custom.get("contents") or ()):
+        decimal(item.get("item_price"), f"custom_data.contents[{index}].item_price")
+    currency = custom.get("currency")
+    if currency is not None and not _REF_CURRENCY.match(currency):
+        warnings.append(f"custom_data.currency {currency!r} is not an ISO-4217 code such as 'USD'.")
+    if (
+        event["event_name"] in ("checkout", "add_to_cart")
+        and custom.get("value") is not None
+        and not currency
+    ):
+        warnings.append(
+            "custom_data.currency is missing; the value is read in the ad account's default currency."
+        )
+    return errors, warnings
+
+
+_DIGEST = sha("ann@example.com")
+HASHED_VALUES = st.sampled_from(
+    [
+        _DIGEST,
+        _DIGEST.upper(),
+        _DIGEST[:10].upper() + _DIGEST[10:],
+        _DIGEST + "\n",
+        _DIGEST[:63],
+        _DIGEST[:63] + "g",
+        "",
+        "x",
+    ]
+)
+DECIMALS = st.sampled_from(["49.99", "1", ".5", "1e3", "-2.", "1,5", "NaN", " 1", "", "0x1F"]) | st.none()
+CHECKED_EVENT = st.fixed_dictionaries(
+    {
+        "event_name": st.sampled_from(["checkout", "add_to_cart", "lead"]),
+        "user_data": st.dictionaries(
+            st.sampled_from([*checks.HASHED_FIELDS, "client_ip_address"]), st.lists(HASHED_VALUES, max_size=3)
+        ),
+        "custom_data": st.fixed_dictionaries(
+            {},
+            optional={
+                "value": DECIMALS,
+                "predicted_ltv": DECIMALS,
+                "currency": st.sampled_from(["USD", "usd", "US", ""]) | st.none(),
+                "contents": st.lists(
+                    st.fixed_dictionaries({}, optional={"item_price": DECIMALS}), max_size=3
+                ),
+            },
+        ),
+    }
+)
+
+
+@settings(max_examples=500, deadline=None, derandomize=True, database=None)
+@given(parts=CHECKED_EVENT)
+def test_per_event_checks_say_what_they_said_before(parts: dict[str, Any]) -> None:
+    # A recent web event with a URL and known names: only user_data and custom_data have a say.
+    event = {**make_event(event_time=1_764_322_000), **parts}
+    verdict = checks.check_event(event, now=1_764_322_000)
+    assert (verdict.errors, verdict.warnings) == reference_user_and_custom_messages(event)

@@ -59,6 +59,9 @@ OFFLINE_AFTER_SECONDS = 3600
 # parser on purpose (no "NaN", no hex, no surrounding spaces): a sender should write plain decimals.
 _DECIMAL = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
 _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+# What a well-behaved sender writes: lower-case digests. Matching it means neither the error nor
+# the upper-case warning of _SHA256_HEX applies, so the usual event takes one regex per value.
+_LOWER_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 # Events whose value is a money amount that needs a currency to count (brief: checkout, add to cart).
 _VALUE_NEEDS_CURRENCY = frozenset({"checkout", "add_to_cart"})
@@ -67,7 +70,7 @@ PAST_TIMESTAMP = "Invalid event_timestamp parameter. Given timestamp is in the p
 FUTURE_TIMESTAMP = "Invalid event_timestamp parameter. Given timestamp is in the future."
 
 
-@dataclass
+@dataclass(slots=True)
 class EventVerdict:
     """What the sandbox thinks of one schema-valid event."""
 
@@ -77,6 +80,10 @@ class EventVerdict:
     @property
     def failed(self) -> bool:
         return bool(self.errors)
+
+
+# The sandbox checks every event of every request, so these functions are written for the usual
+# event (nothing to say): no message text is built until there is something wrong.
 
 
 def check_event(event: dict[str, Any], now: float) -> EventVerdict:
@@ -130,7 +137,9 @@ def _check_user_data(user_data: dict[str, Any], verdict: EventVerdict) -> None:
         if not values:
             verdict.warnings.append(f"user_data.{key} is an empty list; it carries no match signal.")
             continue
-        if not all(_SHA256_HEX.match(value) for value in values):
+        if all(map(_LOWER_SHA256_HEX.match, values)):
+            continue
+        if not all(map(_SHA256_HEX.match, values)):
             verdict.errors.append(
                 f"Invalid user_data.{key} parameter. Values must be SHA-256 hashed "
                 "(64 hexadecimal characters)."
@@ -144,9 +153,13 @@ def _check_custom_data(event: dict[str, Any], verdict: EventVerdict) -> None:
     if not custom:
         return
     for key in ("value", "predicted_ltv"):
-        _check_decimal(custom.get(key), f"custom_data.{key}", verdict)
+        value = custom.get(key)
+        if value is not None and not _DECIMAL.match(value):
+            verdict.errors.append(_not_decimal(f"custom_data.{key}", value))
     for index, item in enumerate(custom.get("contents") or ()):
-        _check_decimal(item.get("item_price"), f"custom_data.contents[{index}].item_price", verdict)
+        price = item.get("item_price")
+        if price is not None and not _DECIMAL.match(price):
+            verdict.errors.append(_not_decimal(f"custom_data.contents[{index}].item_price", price))
     currency = custom.get("currency")
     if currency is not None and not _CURRENCY.match(currency):
         verdict.warnings.append(f"custom_data.currency {currency!r} is not an ISO-4217 code such as 'USD'.")
@@ -156,6 +169,5 @@ def _check_custom_data(event: dict[str, Any], verdict: EventVerdict) -> None:
         )
 
 
-def _check_decimal(value: str | None, where: str, verdict: EventVerdict) -> None:
-    if value is not None and not _DECIMAL.match(value):
-        verdict.errors.append(f"Invalid {where} parameter. {value!r} is not a decimal number.")
+def _not_decimal(where: str, value: str) -> str:
+    return f"Invalid {where} parameter. {value!r} is not a decimal number."
