@@ -268,29 +268,36 @@ class PinterestSandbox:
         if errors:
             more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
             return answers.error_reply(400, answers.INVALID_REQUEST, errors[0] + more)
-        return answers.events_reply(
-            [self._process(event, call.account, call.test, call.now) for event in data["data"]]
-        )
+        return answers.events_reply(self._process_all(data["data"], call.account, call.test, call.now))
 
     def _authorized(self, headers: Mapping[str, str]) -> bool:
         lowered = {name.lower(): value for name, value in headers.items()}
         scheme, _, credentials = lowered.get("authorization", "").partition(" ")
         return scheme.lower() == "bearer" and credentials.strip() == self.token
 
-    def _process(self, event: dict[str, Any], account: str, test: bool, now: float) -> dict[str, str]:
-        verdict = check_event(event, now)
-        duplicate = False
-        if not verdict.failed:
-            duplicate = self._fold(event, test, now)
-        error = " ".join(verdict.errors) or None
-        warning = " ".join(verdict.warnings) or None
-        status = "failed" if verdict.failed else "processed"
-        self._records.append(
-            ReceivedEvent(self._seq, now, test, account, event, status, error, warning, duplicate)
-        )
-        self._seq += 1
-        # Pinterest writes "" rather than null for "no message" (CAPI_V5 §5, observed 422).
-        return {"status": status, "error_message": error or "", "warning_message": warning or ""}
+    def _process_all(
+        self, events: list[dict[str, Any]], account: str, test: bool, now: float
+    ) -> list[dict[str, str]]:
+        """Judge, fold and record each event of a schema-valid request; the per-event results."""
+        if not test:
+            # Once per request, not per event: every event of it is remembered at the same `now`,
+            # so nothing remembered during the request can expire before it ends.
+            self._forget_expired(now)
+        results = []
+        for event in events:
+            verdict = check_event(event, now)
+            errors, warnings = verdict.errors, verdict.warnings
+            duplicate = not errors and self._fold(event, test, now)
+            error = " ".join(errors) if errors else None
+            warning = " ".join(warnings) if warnings else None
+            status = "failed" if errors else "processed"
+            self._records.append(
+                ReceivedEvent(self._seq, now, test, account, event, status, error, warning, duplicate)
+            )
+            self._seq += 1
+            # Pinterest writes "" rather than null for "no message" (CAPI_V5 §5, observed 422).
+            results.append({"status": status, "error_message": error or "", "warning_message": warning or ""})
+        return results
 
     def _fold(self, event: dict[str, Any], test: bool, now: float) -> bool:
         """Whether the event repeats one processed within the dedup window; remembers it if not."""
@@ -303,9 +310,9 @@ class PinterestSandbox:
             return True
         # Test events are "not recorded" by Pinterest, so they never become the original.
         if not test:
-            self._forget_expired(now)
             self._seen[key] = now
-            self._seen.move_to_end(key)
+            if first_seen is not None:
+                self._seen.move_to_end(key)  # remembered again after it expired: now the newest
             if len(self._seen) > MAX_REMEMBERED:
                 self._seen.popitem(last=False)
         return False
