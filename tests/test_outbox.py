@@ -28,6 +28,7 @@ from tracklayer_mw.outbox import (
     NewEvent,
     Outbox,
     OutboxCounts,
+    Settlement,
     SQLiteOutbox,
     open_outbox,
 )
@@ -275,6 +276,42 @@ def test_delivery_log_round_trip_and_purge(outbox: Outbox) -> None:
     assert outbox.purge_log(before=25.0) == 0
 
 
+def test_settle_acks_buries_retries_and_logs_a_batch(outbox: Outbox) -> None:
+    outbox.put([ev("done"), ev("dead"), ev("again"), ev("other")])
+    done, dead, again, _other = outbox.claim(4, now=100.0, lease=30.0)
+    logged = [entry(101.0, "done"), entry(101.0, "dead", "failed"), entry(101.0, "again", "retry")]
+    outbox.settle(
+        Settlement(101.0, done=[done.id], dead=[(dead.id, "Invalid")], retry=[again.id], retry_at=150.0,
+                   retry_error="HTTP 503", log=logged)
+    )  # fmt: skip
+    assert [(d.event_id, d.reason, d.died_at) for d in outbox.dead_letters()] == [("dead", "Invalid", 101.0)]
+    assert outbox.log_since(0.0) == logged
+    assert outbox.counts(now=101.0) == OutboxCounts(pending=0, retrying=1, in_flight=1, dead=1)
+    assert outbox.next_due(now=101.0) == 130.0  # "other", still leased; "again" waits until 150
+    assert ids(outbox.claim(10, now=150.0, lease=30.0)) == ["again", "other"]
+    outbox.settle(Settlement(200.0))  # nothing to write is fine
+
+
+def test_settle_is_one_transaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    outbox = SQLiteOutbox(str(tmp_path / "outbox.sqlite3"))
+    try:
+        outbox.put([ev("a"), ev("b")])
+        a, b = outbox.claim(2, now=100.0, lease=30.0)
+        # The log insert is the last statement: when it fails, the ack and the burial are undone too.
+        monkeypatch.setattr(outbox_module, "_LOG_INSERT", "INSERT INTO no_such_table VALUES (?)")
+        with pytest.raises(sqlite3.OperationalError):
+            outbox.settle(Settlement(101.0, done=[a.id], dead=[(b.id, "x")], log=[entry(101.0, "a")]))
+        assert outbox.counts(now=101.0) == OutboxCounts(pending=0, retrying=0, in_flight=2, dead=0)
+        statements: list[str] = []
+        outbox._connect().set_trace_callback(statements.append)
+        monkeypatch.undo()
+        outbox.settle(Settlement(101.0, done=[a.id], dead=[(b.id, "x")], log=[entry(101.0, "a")]))
+        assert [s for s in statements if s.startswith(("BEGIN", "COMMIT"))] == ["BEGIN IMMEDIATE", "COMMIT"]
+        assert outbox.counts(now=101.0) == OutboxCounts(pending=0, retrying=0, in_flight=0, dead=1)
+    finally:
+        outbox.close()
+
+
 def test_never_logs_payloads(outbox: Outbox, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     outbox.put([ev("a", em="f1d2d2f924e986ac86fdf7b36c94bcdf32beec15")])
@@ -443,6 +480,42 @@ def test_schema_and_pragmas(tmp_path: Path) -> None:
         SQLiteOutbox(str(path))
 
 
+def test_puts_leave_checkpoints_to_the_worker(tmp_path: Path) -> None:
+    # A commit crossing SQLite's default 1,000 pages of WAL would checkpoint (and fsync) inside the put,
+    # with the write lock held; here only the worker's checkpoint() does, outside it. Until a checkpoint,
+    # the rows live in the WAL alone and the database file stays as small as its schema.
+    path = tmp_path / "outbox.sqlite3"
+    outbox = SQLiteOutbox(str(path))
+    try:
+        pragma = outbox._connect().execute("PRAGMA wal_autocheckpoint").fetchone()
+        assert pragma == (outbox_module.BACKSTOP_CHECKPOINT_PAGES,)
+        empty = path.stat().st_size
+        for i in range(400):  # one 3 KB payload per put: 1,200 KB, more than 1,000 pages of WAL
+            outbox.put([ev(f"e{i}", blob="x" * 3000)])
+        wal_pages = (Path(f"{path}-wal").stat().st_size - 32) // (24 + 4096)
+        assert 1000 < wal_pages < outbox_module.BACKSTOP_CHECKPOINT_PAGES
+        assert path.stat().st_size == empty  # no put checkpointed
+        outbox.checkpoint()
+        assert path.stat().st_size > 400 * 3000  # the rows are in the database file now
+        assert outbox.counts(now=0.0).pending == 400
+    finally:
+        outbox.close()
+
+
+def test_a_payload_that_is_not_json_is_claimed_as_empty(tmp_path: Path) -> None:
+    # Written by a broken or foreign writer: the claim still works, and the worker buries the row.
+    outbox = SQLiteOutbox(str(tmp_path / "outbox.sqlite3"))
+    try:
+        outbox.put([ev("good")])
+        with outbox._tx() as conn:
+            sql = "INSERT INTO outbox (event_id, event_name, event_time, payload) VALUES (?, ?, ?, ?)"
+            conn.execute(sql, ("bad", "Lead", 1, "{nope"))
+        claimed = outbox.claim(10, now=0.0, lease=30.0)
+        assert [(c.event_id, c.payload) for c in claimed] == [("good", {"event_id": "good"}), ("bad", {})]
+    finally:
+        outbox.close()
+
+
 def test_reopening_keeps_rows(tmp_path: Path) -> None:
     path = str(tmp_path / "outbox.sqlite3")
     first = SQLiteOutbox(path)
@@ -459,10 +532,20 @@ def test_claim_and_counts_walk_indexes_not_the_table(tmp_path: Path) -> None:
     outbox = SQLiteOutbox(str(tmp_path / "outbox.sqlite3"))
     conn = sqlite3.connect(outbox.path)
     try:
-        claim = conn.execute("EXPLAIN QUERY PLAN " + outbox_module._CLAIM, {"now": 1, "until": 2, "limit": 3})
+        claim = conn.execute("EXPLAIN QUERY PLAN " + outbox_module._CLAIM_IDS, {"now": 1, "limit": 3})
         plan = [row[3] for row in claim]
         assert "SEARCH outbox USING INDEX outbox_due (available_at<?)" in plan
         assert not any("SCAN outbox" in step or "TEMP B-TREE" in step for step in plan)
+        # The statements taking a JSON list of ids look each one up by its primary key.
+        for sql in (outbox_module._CLAIM, outbox_module._CLAIMED, outbox_module._ACK):
+            plan = [
+                row[3]
+                for row in conn.execute(
+                    "EXPLAIN QUERY PLAN " + sql, ["[1]"] * sql.count("?") or {"ids": "[1]", "until": 2}
+                )
+            ]
+            assert "SEARCH outbox USING INTEGER PRIMARY KEY (rowid=?)" in plan, sql
+            assert not any("SCAN outbox" in step for step in plan), sql
         plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + outbox_module._COUNTS, (1,))]
         assert not any(step == "SCAN outbox" for step in plan)  # every count uses an index
         assert "SCAN outbox USING INDEX outbox_unclaimed" in plan
