@@ -151,6 +151,7 @@ def drain(outbox: SQLiteOutbox, api_base: str, transport: TimedTransport, count:
         handled = 0
         while handled < count:
             got = deliverer.run_once()
+            outbox.checkpoint()  # as the worker thread does after every cycle
             if got == 0:
                 break
             handled += got

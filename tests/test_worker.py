@@ -21,7 +21,7 @@ import pytest
 
 from tests.pinterest_schema import validate_request_body
 from tracklayer_mw.events import MAX_AGE_SECONDS, Event, merge_payloads, parse_event
-from tracklayer_mw.outbox import NewEvent, SQLiteOutbox
+from tracklayer_mw.outbox import MemoryOutbox, NewEvent, SQLiteOutbox
 from tracklayer_mw.pinterest import PinterestAdapter
 from tracklayer_mw.sandbox import Fault, PinterestSandbox
 from tracklayer_mw.worker import LEASE_SECONDS, SEND_AGE_LIMIT, Deliverer, backoff
@@ -199,6 +199,28 @@ def test_processed_events_are_acked_and_leave_the_outbox(
     ]
     assert outcomes(outbox) == [(e.event_id, "processed") for e in sent]
     assert transport.urls[0] == f"{API_BASE}/ad_accounts/{ACCOUNT}/events"
+
+
+def test_a_batch_takes_one_write_transaction_to_claim_and_one_to_settle(
+    outbox: SQLiteOutbox, sandbox: PinterestSandbox, make_deliverer: Callable[..., Deliverer]
+) -> None:
+    # Every write transaction is a hand-off of the write lock that a request's put() may queue behind.
+    deliverer = make_deliverer(Validating(sandbox.transport()))
+    assert deliverer.run_once() == 0  # the first cycle's housekeeping, out of the way
+    queue_n(outbox, 3)
+    statements: list[str] = []
+    outbox._connect().set_trace_callback(statements.append)  # run_once runs on this thread
+    assert deliverer.run_once() == 3
+    assert [s for s in statements if s.startswith("BEGIN")] == ["BEGIN IMMEDIATE"] * 2  # claim, settle
+    assert totals(outbox, NOW) == (0, 0, 0, 0)
+    assert outcomes(outbox) == [(f"e-{i}", "processed") for i in range(3)]
+    statements.clear()
+    outbox.put([NewEvent("bad-1", "PageVisit", int(NOW), {"not": "an event"})])
+    queue(outbox, event(7))
+    assert deliverer.run_once() == 2
+    # two puts; the claim; the unreadable row buried before the send; the answer
+    assert [s for s in statements if s.startswith("BEGIN")] == ["BEGIN IMMEDIATE"] * 5
+    assert totals(outbox, NOW) == (0, 0, 0, 1)
 
 
 def test_test_mode_sends_test_true_and_marks_the_log(
@@ -720,6 +742,32 @@ def test_a_woken_worker_delivers_a_new_event_within_two_seconds(
     assert arrivals.arrived.wait(timeout=2.0)
     assert time.monotonic() - queued_at < 2.0
     assert [r.event_id for r in sandbox.received] == ["e-0"]
+
+
+class CountingOutbox(MemoryOutbox):
+    def __init__(self) -> None:
+        super().__init__()
+        self.checkpoints = 0
+
+    def checkpoint(self) -> None:
+        self.checkpoints += 1
+
+
+def test_the_worker_thread_checkpoints_after_its_cycles() -> None:
+    # Puts leave WAL checkpoints to the worker (outbox.py): without these the WAL would only be
+    # bounded by the backstop.
+    outbox = CountingOutbox()
+    deliverer = Deliverer(outbox, None)  # no credentials: nothing is sent, the cycles still run
+    deliverer.start()
+    try:
+        assert deliverer.flush(timeout=0.1) is False
+        deadline = time.monotonic() + 5
+        while outbox.checkpoints < 2 and time.monotonic() < deadline:
+            deliverer.wake()
+            time.sleep(0.05)
+    finally:
+        deliverer.stop()
+    assert outbox.checkpoints >= 2
 
 
 def test_an_event_queued_without_wake_is_picked_up_by_polling(

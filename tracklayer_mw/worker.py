@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import httpx
 
 from tracklayer_mw.events import MAX_AGE_SECONDS, Event
-from tracklayer_mw.outbox import ClaimedEvent, LogEntry, Outbox
+from tracklayer_mw.outbox import ClaimedEvent, LogEntry, Outbox, Settlement
 from tracklayer_mw.pinterest import Adapter, SendOutcome
 
 logger = logging.getLogger("tracklayer_mw")
@@ -29,6 +29,8 @@ HOUSEKEEPING_SECONDS = 60.0
 LOG_RETENTION_SECONDS = 7 * 24 * 3600
 # Leave a margin so an event is never sent so close to the 7-day limit that it expires in flight.
 SEND_AGE_LIMIT = MAX_AGE_SECONDS - 120
+UNREADABLE = "unreadable payload (written by an incompatible version?)"
+STALE = "older than 7 days before it could be sent"
 
 
 def backoff(
@@ -104,72 +106,76 @@ class Deliverer:
         claimed = self.outbox.claim(self.batch_size, now=now, lease=LEASE_SECONDS)
         if not claimed:
             return 0
-        readable: list[tuple[ClaimedEvent, Event]] = []
-        unreadable: list[tuple[int, str]] = []
+        rows: list[ClaimedEvent] = []
+        events: list[Event] = []
+        dead: list[tuple[int, str]] = []
+        dead_log: list[LogEntry] = []
         for row in claimed:
             try:
-                readable.append((row, Event.from_payload(row.payload)))
+                event = Event.from_payload(row.payload)
             except (TypeError, ValueError, KeyError):
                 # A row no version of this library can read must not block its batch every cycle.
-                unreadable.append((row.id, "unreadable payload (written by an incompatible version?)"))
-        if unreadable:
-            self.outbox.bury(unreadable, now=now)
-        stale = [row for row, _ in readable if row.event_time < now - SEND_AGE_LIMIT]
-        if stale:
-            self._bury(stale, "older than 7 days before it could be sent", now)
-        fresh = [(row, event) for row, event in readable if row.event_time >= now - SEND_AGE_LIMIT]
-        if fresh:
-            rows = [row for row, _ in fresh]
-            events = [event for _, event in fresh]
+                dead.append((row.id, UNREADABLE))
+                continue
+            if row.event_time < now - SEND_AGE_LIMIT:
+                dead.append((row.id, STALE))
+                dead_log.append(self._entry(now, event, "dead", STALE))
+                continue
+            rows.append(row)
+            events.append(event)
+        if dead:
+            self.outbox.settle(Settlement(now, dead=dead, log=dead_log))
+        if rows:
             outcome = self.adapter.send(self._http_client(), events)
-            self._settle(rows, events, outcome, self._clock())
+            self.outbox.settle(self._settle(rows, events, outcome, self._clock()))
         return len(claimed)
 
     def _settle(
         self, rows: Sequence[ClaimedEvent], events: Sequence[Event], outcome: SendOutcome, now: float
-    ) -> None:
+    ) -> Settlement:
+        """What the answer means for each row; written by the caller in one transaction."""
         if outcome.kind != "retry":
             self._failures_in_a_row = 0
         if outcome.kind == "results":
-            done = [row.id for row, result in zip(rows, outcome.results, strict=True) if result.processed]
+            results = outcome.results
+            done = [row.id for row, result in zip(rows, results, strict=True) if result.processed]
             failed = [
-                (row.id, result.error or "failed") for row, result in zip(rows, outcome.results, strict=True)
+                (row.id, result.error or "failed")
+                for row, result in zip(rows, results, strict=True)
+                if not result.processed
             ]
-            failed = [
-                item for item, result in zip(failed, outcome.results, strict=True) if not result.processed
+            log = [
+                self._entry(
+                    now, event, "processed" if result.processed else "failed", result.error, result.warning
+                )
+                for event, result in zip(events, results, strict=True)
             ]
-            self.outbox.ack(done)
-            self.outbox.bury(failed, now=now)
-            self._log(
-                now,
-                [
-                    (event, "processed" if result.processed else "failed", result.error, result.warning)
-                    for event, result in zip(events, outcome.results, strict=True)
-                ],
-            )
             if failed:
                 logger.warning(
                     "tracklayer: Pinterest failed %d of %d events (dead letters)", len(failed), len(rows)
                 )
-            return
+            return Settlement(now, done=done, dead=failed, log=log)
         if outcome.kind == "reject":
-            self.outbox.bury([(row.id, outcome.message) for row in rows], now=now)
-            self._log(now, [(event, "dead", outcome.message, "") for event in events])
             logger.error("tracklayer: Pinterest refused a batch of %d events: %s", len(rows), outcome.message)
-            return
+            return Settlement(
+                now,
+                dead=[(row.id, outcome.message) for row in rows],
+                log=[self._entry(now, event, "dead", outcome.message) for event in events],
+            )
         # retry: nothing was judged. An event that would pass the 7-day limit before its next try dies now.
         # One time for the whole batch: jitter per row would scatter it into one request per event.
         at = now + backoff(max(row.attempts for row in rows), outcome.retry_after, rand=self._rand)
-        expired = [row for row in rows if row.event_time < at - SEND_AGE_LIMIT]
-        again = [row.id for row in rows if row.event_time >= at - SEND_AGE_LIMIT]
-        if again:
-            self.outbox.retry(again, at=at, error=outcome.message)
-        if expired:
-            self._bury(expired, f"would be older than 7 days at the next try ({outcome.message})", now)
-        # Expired rows were logged "dead" by _bury() already: one log entry per outcome.
-        dead = {row.id for row in expired}
-        pairs = zip(rows, events, strict=True)
-        self._log(now, [(event, "retry", outcome.message, "") for row, event in pairs if row.id not in dead])
+        reason = f"would be older than 7 days at the next try ({outcome.message})"
+        expired = [
+            (row, event)
+            for row, event in zip(rows, events, strict=True)
+            if row.event_time < at - SEND_AGE_LIMIT
+        ]
+        again = [
+            (row, event)
+            for row, event in zip(rows, events, strict=True)
+            if row.event_time >= at - SEND_AGE_LIMIT
+        ]
         # Pinterest is struggling (429, 5xx, timeouts): the whole worker backs off, longer with each
         # failure in a row, so new events do not keep the request rate of a healthy API.
         self._failures_in_a_row += 1
@@ -177,30 +183,30 @@ class Deliverer:
             at, now + backoff(self._failures_in_a_row, outcome.retry_after, rand=self._rand)
         )
         logger.warning("tracklayer: delivery of %d events will be retried: %s", len(rows), outcome.message)
+        # One log entry per outcome: an expired row is logged "dead", not "retry" too.
+        return Settlement(
+            now,
+            dead=[(row.id, reason) for row, _ in expired],
+            retry=[row.id for row, _ in again],
+            retry_at=at,
+            retry_error=outcome.message,
+            log=[self._entry(now, event, "dead", reason) for _, event in expired]
+            + [self._entry(now, event, "retry", outcome.message) for _, event in again],
+        )
 
-    def _bury(self, rows: Sequence[ClaimedEvent], reason: str, now: float) -> None:
-        self.outbox.bury([(row.id, reason) for row in rows], now=now)
-        events = [Event.from_payload(row.payload) for row in rows]
-        self._log(now, [(event, "dead", reason, "") for event in events])
-
-    def _log(self, now: float, outcomes: Sequence[tuple[Event, str, str, str]]) -> None:
-        self.outbox.log(
-            [
-                LogEntry(
-                    at=now,
-                    event_id=event.event_id,
-                    event_name=event.event,
-                    outcome=outcome,
-                    message=message,
-                    warning=warning,
-                    click_id=bool(event.click_id),
-                    email=bool(event.user.get("email")),
-                    ip_ua=bool(event.client_ip and event.user_agent),
-                    pixel=event.pixel,
-                    test=self.test_mode,
-                )
-                for event, outcome, message, warning in outcomes
-            ]
+    def _entry(self, now: float, event: Event, outcome: str, message: str, warning: str = "") -> LogEntry:
+        return LogEntry(
+            at=now,
+            event_id=event.event_id,
+            event_name=event.event,
+            outcome=outcome,
+            message=message,
+            warning=warning,
+            click_id=bool(event.click_id),
+            email=bool(event.user.get("email")),
+            ip_ua=bool(event.client_ip and event.user_agent),
+            pixel=event.pixel,
+            test=self.test_mode,
         )
 
     def _housekeeping(self, now: float) -> None:
@@ -247,6 +253,8 @@ class Deliverer:
         while not self._stopping.is_set():
             try:
                 handled = self.run_once()
+                # Between cycles and outside every lock, so no request's put() waits on a checkpoint.
+                self.outbox.checkpoint()
                 errors = 0
             except Exception:
                 errors += 1
