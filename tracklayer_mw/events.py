@@ -80,7 +80,10 @@ class Event:
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> Event:
-        return cls(**{key: payload[key] for key in cls.__dataclass_fields__ if key in payload})
+        try:  # what to_payload() wrote: every field, nothing else (the worker reads one per event sent)
+            return cls(**payload)
+        except TypeError:  # a payload with fields this version does not know, or without optional ones
+            return cls(**{key: payload[key] for key in cls.__dataclass_fields__ if key in payload})
 
     def with_context(self, **changes: Any) -> Event:
         return replace(self, **changes)

@@ -42,6 +42,9 @@ class EventResult:
     warning: str = ""
 
 
+_PROCESSED = EventResult(processed=True)
+
+
 @dataclass(frozen=True, slots=True)
 class SendOutcome:
     """What one request came to.
@@ -148,16 +151,15 @@ def _per_event(data: Any, count: int) -> tuple[EventResult, ...] | None:
     results = []
     for item in data["events"][:count]:
         entry = item if isinstance(item, Mapping) else {}
-        results.append(
-            EventResult(
-                processed=entry.get("status") != "failed",
-                error=_short(entry.get("error_message")),
-                warning=_short(entry.get("warning_message")),
-            )
-        )
+        processed = entry.get("status") != "failed"
+        error, warning = entry.get("error_message"), entry.get("warning_message")
+        if processed and not error and not warning:
+            results.append(_PROCESSED)  # the usual answer: one shared result, nothing to trim
+        else:
+            results.append(EventResult(processed, _short(error), _short(warning)))
     # Pinterest answers in request order; an answer shorter than the batch leaves the rest judged
     # by the status code alone (processed on 200).
-    results.extend(EventResult(processed=True) for _ in range(count - len(results)))
+    results.extend(_PROCESSED for _ in range(count - len(results)))
     return tuple(results)
 
 
@@ -174,7 +176,7 @@ def classify(status: int, headers: Mapping[str, str], body: bytes, count: int) -
             # Not Pinterest's JSON (a proxy or captive portal page, a wrong api_base): nothing was judged.
             message = f"HTTP 200 without a JSON answer: {message}".strip()
             return SendOutcome("retry", message=message, status=status)
-        results = _per_event(data, count) or tuple(EventResult(processed=True) for _ in range(count))
+        results = _per_event(data, count) or (_PROCESSED,) * count
         return SendOutcome("results", results, status=status)
     if status == 422:
         details = data.get("details") if isinstance(data, Mapping) else None
