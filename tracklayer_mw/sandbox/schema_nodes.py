@@ -463,7 +463,19 @@ def _array_check(node: Node) -> Check:
     if node.items is None:
         return lambda value: isinstance(value, list) and fewest <= len(value) <= most
     item_ok = _late(node.items)
-    return lambda value: isinstance(value, list) and fewest <= len(value) <= most and all(map(item_ok, value))
+    sized = node.min_items is not None or node.max_items is not None
+
+    # Loops rather than all(map(...)): the arrays of an event are short (one email, two skus), and
+    # for a few items building the map and all() objects costs more than the loop itself.
+    def check(value: Any) -> bool:
+        if not isinstance(value, list) or (sized and not fewest <= len(value) <= most):
+            return False
+        for item in value:  # noqa: SIM110
+            if not item_ok(item):
+                return False
+        return True
+
+    return check
 
 
 def _object_check(node: Node) -> Check:
@@ -477,16 +489,24 @@ def _object_check(node: Node) -> Check:
         return lambda value: isinstance(value, dict) and value.keys() >= required
     check_of = {name: _late(child) for name, child in node.properties.items()}.get
 
+    # Plain loops: all() over a generator costs a generator frame switch per property.
     def check(value: Any) -> bool:
         if not isinstance(value, dict) or not value.keys() >= required:
             return False
-        # A plain loop: all() over a generator costs a generator frame switch per property.
         for name, item in value.items():  # noqa: SIM110
             if not check_of(name, other)(item):
                 return False
         return True
 
-    return check
+    def check_without_required(value: Any) -> bool:
+        if not isinstance(value, dict):
+            return False
+        for name, item in value.items():  # noqa: SIM110
+            if not check_of(name, other)(item):
+                return False
+        return True
+
+    return check if required else check_without_required
 
 
 def _enum_check(node: Node) -> Check:
