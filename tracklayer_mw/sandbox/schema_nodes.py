@@ -1,13 +1,15 @@
 """The schema compiled once into a tree of nodes, so validating a body costs little more than walking it.
 
-Each ``Node`` is one schema object with its ``$ref`` resolved, patterns compiled and property
-tables built. It answers two questions:
+Each ``Node`` is one schema object with its ``$ref`` resolved, its keywords read once and its
+children compiled. It answers two questions:
 
-- ``node.ok(value)``: valid or not, as fast as possible. A specialised closure built at compile
-  time: no paths, no messages, no keyword lookups, and it stops at the first problem.
-- ``node.errors(value)``: every violation, worded and ordered exactly as the keyword-by-keyword
-  reading in ``schema.py``'s docstring says. Only asked when ``ok`` said no, and it only descends
-  into the children whose ``ok`` says no, so even an invalid body is cheap.
+- ``node.ok(value)``: valid or not, as fast as possible: a closure assembled at compile time from
+  ``schema_checks.py``, with no paths, no messages and no keyword lookups, stopping at the first
+  problem.
+- ``node.errors(value)``: every violation, worded and ordered as a keyword-by-keyword walk finds
+  them (``$ref``, ``nullable``, ``type``, ``enum``, the keywords of the value's kind, then
+  ``allOf``/``anyOf``/``oneOf``). Only asked when ``ok`` said no, and it only descends into the
+  children whose ``ok`` says no, so even an invalid body is cheap.
 
 Error paths are built on the way back up (each container prepends its key to its children's
 violations) and formatted only at the end, so a valid body never formats a path.
@@ -17,13 +19,16 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import schema_checks as checks
+from .schema_checks import Check, json_type
+
+__all__ = ["Compiler", "Node", "Path", "Violation", "build_check", "format_path", "json_type"]
+
 Path = tuple[str | int, ...]
-Check = Callable[[Any], bool]
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
@@ -41,25 +46,6 @@ def format_path(parts: Path) -> str:
         else:
             text += f"[{json.dumps(part)}]"
     return text or "body"
-
-
-def json_type(value: Any) -> str:
-    """The JSON name of a Python value's type, for messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,65 +68,6 @@ class Violation:
         return f"{format_path(where)}: {detail}"
 
 
-# -- type tests (bool is a subclass of int in Python, but never a JSON number) -----------------
-
-
-def _is_integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-# ``isinstance(value, str)`` as a C-level callable (type.__instancecheck__ bound to str): a leaf
-# check without a Python frame, about three times cheaper than a def. Most leaves are these.
-_is_string: Check = str.__instancecheck__
-_is_boolean: Check = bool.__instancecheck__
-_is_array: Check = list.__instancecheck__
-_is_object: Check = dict.__instancecheck__
-
-
-def _is_null(value: Any) -> bool:
-    return value is None
-
-
-def _always(value: Any) -> bool:
-    return True
-
-
-def _never(value: Any) -> bool:
-    return False
-
-
-_TYPE_TESTS: dict[str, Check] = {
-    "integer": _is_integer,
-    "number": _is_number,
-    "string": _is_string,
-    "boolean": _is_boolean,
-    "array": _is_array,
-    "object": _is_object,
-    "null": _is_null,
-}
-# "type: X, nullable: true" and nothing else is common (app_id, currency, click_id...): one call.
-_NONE = type(None)
-_OR_NULL: dict[Check, Check] = {
-    _is_string: lambda value: isinstance(value, (str, _NONE)),
-    _is_boolean: lambda value: isinstance(value, (bool, _NONE)),
-    _is_array: lambda value: isinstance(value, (list, _NONE)),
-    _is_object: lambda value: isinstance(value, (dict, _NONE)),
-    _is_integer: lambda value: value is None or (isinstance(value, int) and not isinstance(value, bool)),
-    _is_number: lambda value: value is None or _is_number(value),
-}
-
-
-def _type_test(expected: str) -> Check:
-    known = _TYPE_TESTS.get(expected)
-    if known is not None:
-        return known
-    return lambda value: json_type(value) == expected
-
-
 @dataclass(eq=False)
 class Node:
     """One compiled schema object: its keywords, pre-digested, and its two checks."""
@@ -148,7 +75,7 @@ class Node:
     ref: Node | None = None
     nullable: bool = False
     expected: str | None = None
-    type_ok: Check = _always
+    type_ok: Check = checks.always
     enum: tuple[Any, ...] | None = None
     min_length: Any = None
     max_length: Any = None
@@ -165,7 +92,7 @@ class Node:
     any_of: tuple[Node, ...] | None = None
     one_of: tuple[Node, ...] | None = None
     branch_names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # "anyOf"/"oneOf" -> names
-    ok: Check = _always  # replaced by the compiled check once every field is set
+    ok: Check = checks.always  # replaced by the compiled check once every field is set
     finished: bool = False
 
     def errors(self, value: Any) -> list[Violation]:
@@ -183,7 +110,7 @@ class Node:
             found.append(Violation((), f"{json.dumps(value)} is not one of {allowed}"))
         if isinstance(value, str):
             self._string_errors(value, found)
-        elif _is_number(value):
+        elif checks.is_number(value):
             self._number_errors(value, found)
         elif isinstance(value, list):
             self._array_errors(value, found)
@@ -296,7 +223,7 @@ class Compiler:
         node.nullable = schema.get("nullable") is True
         node.expected = schema.get("type")
         if node.expected is not None:
-            node.type_ok = _type_test(node.expected)
+            node.type_ok = checks.type_test(node.expected)
         if "enum" in schema:
             node.enum = tuple(schema["enum"])
         node.min_length = schema.get("minLength")
@@ -312,13 +239,12 @@ class Compiler:
         extra = schema.get("additionalProperties", True)
         node.extra = False if extra is False else self.compile(extra) if isinstance(extra, Mapping) else True
         node.all_of = tuple(self.compile(branch) for branch in schema.get("allOf", ()))
-        for keyword in ("anyOf", "oneOf"):
-            if keyword in schema:
-                node.branch_names[keyword] = _branch_names(schema[keyword])
         if "anyOf" in schema:
             node.any_of = tuple(self.compile(branch) for branch in schema["anyOf"])
+            node.branch_names["anyOf"] = _branch_names(schema["anyOf"])
         if "oneOf" in schema:
             node.one_of = tuple(self.compile(branch) for branch in schema["oneOf"])
+            node.branch_names["oneOf"] = _branch_names(schema["oneOf"])
         node.ok = build_check(node)
         node.finished = True
 
@@ -342,46 +268,46 @@ def _branch_names(branches: list[Mapping[str, Any]]) -> tuple[str, ...]:
     return tuple(names)
 
 
-# -- the fast checks -----------------------------------------------------------------------------
+# -- the fast check ------------------------------------------------------------------------------
 
 
 def build_check(node: Node) -> Check:
     """``node.ok``: one closure doing what ``node.errors`` does, minus the words.
 
-    A yes/no answer does not depend on the order of the keywords, so each closure tests the cheap
-    ones first (``required`` before a ``$ref``'d property walk, say).
+    A yes/no answer does not depend on the order of the keywords, so the cheap tests go first
+    (a branch's ``required`` before its ``$ref``'d property walk, say).
     """
     parts: list[Check] = []
     kind = node.expected
     if kind in ("string", "integer", "number", "array", "object"):
         parts.append(_kind_check(node, kind))  # includes the type test
     else:
-        if node.expected is not None:
+        if kind is not None:
             parts.append(node.type_ok)
         # No (or a non-container) type: each kind's keywords apply to values of that kind only.
         for test, facet_kind in (
-            (_is_string, "string"),
-            (_is_number, "number"),
-            (_is_array, "array"),
-            (_is_object, "object"),
+            (checks.is_string, "string"),
+            (checks.is_number, "number"),
+            (checks.is_array, "array"),
+            (checks.is_object, "object"),
         ):
             if _has_keywords(node, facet_kind):
-                parts.append(_unless(test, _kind_check(node, facet_kind)))
+                parts.append(checks.unless(test, _kind_check(node, facet_kind)))
     if node.enum is not None:
-        parts.append(_enum_check(node))
+        parts.append(checks.enum_check(node.enum, of_strings=kind == "string"))
     parts.extend(_late(branch) for branch in node.all_of)
     if node.any_of is not None:
-        parts.append(_any_check([_late(branch) for branch in node.any_of]))
+        parts.append(checks.any_of([_late(branch) for branch in node.any_of]))
     if node.one_of is not None:
-        parts.append(_one_check([_late(branch) for branch in node.one_of]))
-    body = _conjunction(parts)
+        parts.append(checks.one_of([_late(branch) for branch in node.one_of]))
+    body = checks.all_of(parts)
     ref = None if node.ref is None else _late(node.ref)
     if node.nullable:
         if ref is not None:
             return lambda value: ref(value) if value is None else body(value) and ref(value)
-        return _OR_NULL.get(body) or (lambda value: value is None or body(value))
+        return checks.or_null(body)
     if ref is not None:
-        return ref if body is _always else lambda value: body(value) and ref(value)
+        return ref if body is checks.always else lambda value: body(value) and ref(value)
     return body
 
 
@@ -389,21 +315,6 @@ def _late(node: Node) -> Check:
     """``node.ok``, or a call through the node while it is still being compiled (recursive ``$ref``)."""
     # The lambda is the point: it reads node.ok at call time, after compiling replaced it.
     return node.ok if node.finished else lambda value: node.ok(value)  # noqa: PLW0108
-
-
-def _conjunction(parts: list[Check]) -> Check:
-    if not parts:
-        return _always
-    if len(parts) == 1:
-        return parts[0]
-    if len(parts) == 2:
-        first, second = parts
-        return lambda value: first(value) and second(value)
-    return lambda value: all(part(value) for part in parts)
-
-
-def _unless(test: Check, check: Check) -> Check:
-    return lambda value: not test(value) or check(value)
 
 
 def _has_keywords(node: Node, kind: str) -> bool:
@@ -419,117 +330,14 @@ def _has_keywords(node: Node, kind: str) -> bool:
 def _kind_check(node: Node, kind: str) -> Check:
     """The check of a value that must be of ``kind`` (type test included) with ``node``'s keywords."""
     if kind == "string":
-        return _string_check(node)
+        return checks.string_check(node.min_length, node.max_length, node.pattern)
     if kind in ("integer", "number"):
-        return _number_check(node, integer=kind == "integer")
+        return checks.number_check(node.low, node.high, integer=kind == "integer")
     if kind == "array":
-        return _array_check(node)
-    return _object_check(node)
-
-
-def _string_check(node: Node) -> Check:
-    if not _has_keywords(node, "string"):
-        return _is_string
-    shortest = 0 if node.min_length is None else node.min_length
-    longest = sys.maxsize if node.max_length is None else node.max_length
-    if node.pattern is None:
-        return lambda value: isinstance(value, str) and shortest <= len(value) <= longest
-    search = re.compile(node.pattern).search
-    return lambda value: (
-        isinstance(value, str) and shortest <= len(value) <= longest and search(value) is not None
-    )
-
-
-def _number_check(node: Node, *, integer: bool) -> Check:
-    test = _is_integer if integer else _is_number
-    low, high = node.low, node.high
-    if low is None and high is None:
-        return test
-    # Written as "not below and not above", like the error side, so a NaN passes both ways.
-    if high is None:
-        return lambda value: test(value) and not value < low
-    if low is None:
-        return lambda value: test(value) and not value > high
-    if integer:
-        return lambda value: (
-            isinstance(value, int) and not isinstance(value, bool) and not (value < low or value > high)
+        return checks.array_check(
+            None if node.items is None else _late(node.items), node.min_items, node.max_items
         )
-    return lambda value: test(value) and not (value < low or value > high)
-
-
-def _array_check(node: Node) -> Check:
-    fewest = 0 if node.min_items is None else node.min_items
-    most = sys.maxsize if node.max_items is None else node.max_items
-    if node.items is None:
-        return lambda value: isinstance(value, list) and fewest <= len(value) <= most
-    item_ok = _late(node.items)
-    sized = node.min_items is not None or node.max_items is not None
-
-    # Loops rather than all(map(...)): the arrays of an event are short (one email, two skus), and
-    # for a few items building the map and all() objects costs more than the loop itself.
-    def check(value: Any) -> bool:
-        if not isinstance(value, list) or (sized and not fewest <= len(value) <= most):
-            return False
-        for item in value:  # noqa: SIM110
-            if not item_ok(item):
-                return False
-        return True
-
-    return check
-
-
-def _object_check(node: Node) -> Check:
-    required = frozenset(node.required)
     extra = node.extra
-    other = _never if extra is False else _late(extra) if isinstance(extra, Node) else _always
-    if not node.properties and other is _always:
-        # Only "required" (the user_data anyOf branches): no need to look at the values.
-        if not required:
-            return _is_object
-        return lambda value: isinstance(value, dict) and value.keys() >= required
-    check_of = {name: _late(child) for name, child in node.properties.items()}.get
-
-    # Plain loops: all() over a generator costs a generator frame switch per property.
-    def check(value: Any) -> bool:
-        if not isinstance(value, dict) or not value.keys() >= required:
-            return False
-        for name, item in value.items():  # noqa: SIM110
-            if not check_of(name, other)(item):
-                return False
-        return True
-
-    def check_without_required(value: Any) -> bool:
-        if not isinstance(value, dict):
-            return False
-        for name, item in value.items():  # noqa: SIM110
-            if not check_of(name, other)(item):
-                return False
-        return True
-
-    return check if required else check_without_required
-
-
-def _enum_check(node: Node) -> Check:
-    options = node.enum or ()
-    if node.expected == "string" and all(isinstance(option, str) for option in options):
-        # A string equals only a string, so set membership answers what "in the list" does.
-        allowed = frozenset(options)
-        return lambda value: value in allowed
-    return lambda value: value in options
-
-
-def _any_check(branches: list[Check]) -> Check:
-    def check(value: Any) -> bool:
-        for branch in branches:  # noqa: SIM110 - a loop, not any(<generator>): see _object_check
-            if branch(value):
-                return True
-        return False
-
-    return check
-
-
-def _one_check(branches: list[Check]) -> Check:
-    def check(value: Any) -> bool:
-        return sum(1 for branch in branches if branch(value)) == 1
-
-    return check
+    other = checks.never if extra is False else _late(extra) if isinstance(extra, Node) else checks.always
+    properties = {name: _late(child) for name, child in node.properties.items()}
+    return checks.object_check(frozenset(node.required), properties, other)
