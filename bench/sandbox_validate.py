@@ -5,7 +5,8 @@ Builds events the way the library does (`parse_event`, then `pinterest.build_bod
 other load on the machine matters less), the minimum over ``--repeats`` runs of:
 
 - ``json parse``: ``json.loads`` of the request bytes (what the sandbox does first);
-- ``schema validation``: ``sandbox.schema.validate_request_body`` on the parsed body;
+- ``schema validation``: ``sandbox.schema.validate_request_body`` on the parsed body, and on the
+  same body with one event's ``event_time`` a float (the error path: a 400 naming that event);
 - ``per-event checks``: ``sandbox.checks.check_event`` for every event;
 - ``sandbox dispatch``: ``PinterestSandbox.dispatch`` of the whole request (parse, validate, checks,
   dedup, records, the per-event answer): the sandbox's side of one delivery;
@@ -106,6 +107,9 @@ def main() -> None:
     raw = encode(build_body(next(source)))
     parsed = json.loads(raw)
     assert not validate_request_body(parsed), "the benchmark body must be valid"  # also warms up
+    one_bad = json.loads(raw)
+    one_bad["data"][count // 2]["event_time"] = float(now)
+    assert len(validate_request_body(one_bad)) == 1
     state: dict[str, Any] = {}
 
     def next_raw() -> None:
@@ -128,6 +132,7 @@ def main() -> None:
     figures = [
         ("json parse", cpu_ms(lambda: json.loads(raw), nothing, repeats)),
         ("schema validation", cpu_ms(lambda: validate_request_body(parsed), nothing, repeats)),
+        ("schema validation, 1 bad event", cpu_ms(lambda: validate_request_body(one_bad), nothing, repeats)),
         ("per-event checks", cpu_ms(lambda: [check_event(e, now) for e in parsed["data"]], nothing, repeats)),
         ("sandbox dispatch", cpu_ms(dispatch, next_raw, repeats)),
         ("round trip (library + sandbox)", cpu_ms(send, next_events, repeats)),
