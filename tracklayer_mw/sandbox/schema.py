@@ -103,6 +103,8 @@ def validate_request_body(body: Any) -> list[str]:
 
 
 def validate(instance: Any, schema: JSONSchema, document: Mapping[str, Any]) -> list[str]:
-    """All errors of ``instance`` against ``schema``; compiles ``schema`` on every call, so for more
-    than one instance hold a ``compile_schema`` result instead."""
+    """All errors of ``instance`` against ``schema``; ``$ref``s resolve inside ``document``.
+
+    Compiles ``schema`` on every call: to check many instances, keep a ``compile_schema`` result.
+    """
     return compile_schema(schema, document)(instance)
