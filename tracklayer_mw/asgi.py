@@ -18,12 +18,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracklayer_mw.config import Settings
 from tracklayer_mw.endpoints import BLOCKING_ROUTES, MAX_BODY, UNAVAILABLE, Answer, Endpoints
-from tracklayer_mw.engine import Engine, RequestState, engine_for, guard
+from tracklayer_mw.engine import Engine, RequestState, engine_for, guard, report_failure
 from tracklayer_mw.outbox import Outbox
 from tracklayer_mw.request import (
     STATE_KEY,
     DeferredState,
-    carries_click_signals,
+    scope_carries_click_signals,
     tag_placed,
     view_from_scope,
 )
@@ -64,15 +64,16 @@ class TrackLayerMiddleware:
         route: str | None = None
         answer: Answer | None = None
         light: _Responder | None = None
-        with guard("reading the request"):
+        try:  # not `with guard()`: this runs for every request, and a try block costs nothing
             self.engine.ensure_started()
-            if not scope["path"].startswith(self.endpoints.prefix) and not carries_click_signals(
-                scope.get("query_string", b"").decode("latin-1"), _cookie_header(scope)
-            ):
+            if not scope["path"].startswith(self.endpoints.prefix) and not scope_carries_click_signals(scope):
                 # Nothing to set or carry: the state is built only if the app or a template asks.
                 # The app gets a copy holding the state; the state reads the original (no cycle).
                 deferred = DeferredState(self._begin, scope)
                 light = _Responder(self, send, {**scope, STATE_KEY: deferred}, deferred=deferred)
+        except Exception:
+            report_failure("reading the request")
+            light = None
         if light is not None:
             await self.app(light.scope, receive, light.send)  # outside the guard: host errors are its own
             return
@@ -163,12 +164,23 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
 
 
 class _Responder:
-    """One per request: adds cookies, carries the click through redirects, injects the snippet."""
+    """One per request: adds cookies, carries the click through redirects, injects the snippet.
+
+    This runs for every response, so the common cases take the shortest way: a response that is not
+    HTML passes through after one look at its headers, and a whole HTML page (one body message)
+    is injected without buffering. Only the held start message is ever copied, never edited."""
 
     __slots__ = (
-        "buffered", "buffered_size", "deferred", "downstream", "engine", "held", "passthrough",
-        "scope", "state", "tag",
-    )  # fmt: skip
+        "buffered",
+        "deferred",
+        "downstream",
+        "engine",
+        "held",
+        "passthrough",
+        "scope",
+        "state",
+        "tag",
+    )
 
     def __init__(
         self,
@@ -185,8 +197,7 @@ class _Responder:
         self.state = state  # None when deferred: a request without click signals, only the tag may matter
         self.deferred = deferred
         self.held: Message | None = None  # the start message, while deciding about injection
-        self.buffered: list[bytes] = []
-        self.buffered_size = 0
+        self.buffered: list[bytes] = []  # body chunks seen while holding
         self.tag = b""
         self.passthrough = False
 
@@ -196,12 +207,25 @@ class _Responder:
             return
         kind = message["type"]
         if kind == "http.response.start":
-            if self.state is not None or _is_html(message.get("headers", ())):
+            if self.state is not None:
+                carried = None
                 with guard("editing the response headers"):
-                    # Edit a copy: if any step fails, the host's start message goes out as it was.
-                    edited = {**message, "headers": list(message.get("headers", []))}
-                    self._edit_start(edited)
-                    message = edited
+                    edited = {**message, "headers": list(message.get("headers", ()))}
+                    self._carry_click(edited)
+                    carried = edited
+                if carried is None:  # a tracklayer bug: the host's response goes out as it was, untagged
+                    self.passthrough = True
+                    await self.downstream(message)
+                    return
+                message = carried
+            if self.engine.settings.inject_snippet and _is_html(message.get("headers", ())):
+                try:  # hot path: try/except rather than a guard object
+                    self._consider_injection(message)
+                except Exception:
+                    logger.exception(
+                        "tracklayer: deciding about the snippet failed; the request goes on untouched"
+                    )
+                    self.held = None
             if self.held is None:
                 self.passthrough = True
                 await self.downstream(message)
@@ -212,28 +236,26 @@ class _Responder:
         await self._release()
         await self.downstream(message)
 
-    def _edit_start(self, message: Message) -> None:
-        # One pass over the raw header list (lower-case names, as ASGI requires): this runs per response.
+    def _carry_click(self, message: Message) -> None:
+        """Set the click cookies and carry the click through the app's redirect."""
+        assert self.state is not None
         raw: list[tuple[bytes, bytes]] = message["headers"]
-        status = int(message["status"])
-        if self.state is not None:
-            cache_control = ", ".join(
-                value.decode("latin-1") for name, value in raw if name == b"cache-control"
-            )
-            for cookie in self.engine.set_cookie_headers(self.state, cache_control=cache_control):
-                raw.append((b"set-cookie", cookie.encode("latin-1")))
-            if 300 <= status < 400:
-                for index, (name, value) in enumerate(raw):
-                    if name == b"location":
-                        rewritten = self.engine.redirect_location(self.state, value.decode("latin-1"))
-                        if rewritten is not None:
-                            raw[index] = (name, rewritten.encode("latin-1"))
-                        break
-        if not self.engine.settings.inject_snippet:
-            return
+        cache_control = ", ".join(value.decode("latin-1") for name, value in raw if name == b"cache-control")
+        for cookie in self.engine.set_cookie_headers(self.state, cache_control=cache_control):
+            raw.append((b"set-cookie", cookie.encode("latin-1")))
+        if 300 <= int(message["status"]) < 400:
+            for index, (name, value) in enumerate(raw):
+                if name == b"location":
+                    rewritten = self.engine.redirect_location(self.state, value.decode("latin-1"))
+                    if rewritten is not None:
+                        raw[index] = (name, rewritten.encode("latin-1"))
+                    break
+
+    def _consider_injection(self, message: Message) -> None:
+        """Hold the start back when this response is a page to put the tag into."""
         content_type = content_encoding = None
         policies = []
-        for name, value in raw:
+        for name, value in message["headers"]:  # lower-case names, as ASGI requires
             if name == b"content-type":
                 content_type = value.decode("latin-1")
             elif name == b"content-encoding":
@@ -241,9 +263,9 @@ class _Responder:
             elif name == b"content-security-policy":
                 policies.append(value.decode("latin-1"))
         method = str(self.scope.get("method", "GET"))
-        if is_html_response(status, content_type, content_encoding, method) and not tag_placed(
-            self.scope, self.state or self.deferred
-        ):
+        if is_html_response(
+            int(message["status"]), content_type, content_encoding, method
+        ) and not tag_placed(self.scope, self.state or self.deferred):
             self.tag = self._tag(csp_nonce(policies)).encode()
             self.held = message
 
@@ -256,56 +278,67 @@ class _Responder:
     async def _body(self, message: Message) -> None:
         chunk = message.get("body", b"")
         more = message.get("more_body", False)
+        if more or self.buffered:
+            await self._stream(chunk, more)
+            return
+        # The common case, the whole page in one message: a complete body may take the tag before
+        # </body> too. Hot path: try/except rather than a guard object.
+        injected = None
+        try:
+            injected = inject(chunk, self.tag)
+        except Exception:
+            report_failure("injecting the snippet")
+        held, self.held, self.passthrough = self.held, None, True
+        assert held is not None
+        if injected is None:  # declined (already tagged, no </head> or </body>): the page as it was
+            await self.downstream(held)
+            await self.downstream(message)
+            return
+        await self.downstream(_grow_content_length(held, len(injected) - len(chunk)))
+        await self.downstream({"type": "http.response.body", "body": injected, "more_body": False})
+
+    async def _stream(self, chunk: bytes, more: bool) -> None:
+        """A streamed page: look for an early </head> in the first chunks, never buffer it whole."""
         self.buffered.append(chunk)
-        self.buffered_size += len(chunk)
         body = chunk if len(self.buffered) == 1 else b"".join(self.buffered)
         injected = None
-        # A complete body may take the tag before </body>; a streamed one only before an early </head>.
         tried = not more or b"</head" in body.lower()
-        with guard("injecting the snippet"):
-            if tried:
+        if tried:
+            with guard("injecting the snippet"):
                 injected = inject(body, self.tag)
         if injected is not None:
-            self._grow_content_length(len(injected) - len(body))
-            await self._flush_start()
+            await self._send_held(extra_length=len(injected) - len(body))
             await self.downstream({"type": "http.response.body", "body": injected, "more_body": more})
-            self.passthrough = True
-            return
-        if (
-            tried
-            or self.buffered_size > STREAM_LOOKAHEAD_BYTES
-            or len(self.buffered) > STREAM_LOOKAHEAD_CHUNKS
-        ):
-            await self._release(more_body=more)  # declined (already tagged), or no </head> early enough
+        elif tried or len(body) > STREAM_LOOKAHEAD_BYTES or len(self.buffered) > STREAM_LOOKAHEAD_CHUNKS:
+            # Declined (already tagged), or no </head> early enough: what was held goes out untouched.
+            await self._send_held()
+            await self.downstream({"type": "http.response.body", "body": body, "more_body": more})
 
-    async def _release(self, *, more_body: bool = True) -> None:
-        """Give up on injection: send the held start and what was buffered, untouched."""
+    async def _release(self) -> None:
+        """Give up on injection before the body ended: send the held start and what was buffered."""
         if self.held is None:
             return
         body = b"".join(self.buffered)
         had_body = bool(self.buffered)
-        await self._flush_start()
-        self.passthrough = True
+        await self._send_held()
         if had_body:
-            await self.downstream({"type": "http.response.body", "body": body, "more_body": more_body})
+            await self.downstream({"type": "http.response.body", "body": body, "more_body": True})
 
-    async def _flush_start(self) -> None:
+    async def _send_held(self, *, extra_length: int = 0) -> None:
         held, self.held = self.held, None
         self.buffered = []
+        self.passthrough = True
         if held is not None:
-            await self.downstream(held)
-
-    def _grow_content_length(self, extra: int) -> None:
-        if self.held is None:
-            return
-        raw: list[tuple[bytes, bytes]] = self.held["headers"]
-        for index, (name, value) in enumerate(raw):
-            if name == b"content-length" and value.isdigit():
-                raw[index] = (name, str(int(value) + extra).encode())
+            await self.downstream(_grow_content_length(held, extra_length) if extra_length else held)
 
 
-def _cookie_header(scope: Scope) -> str:
-    return "; ".join(value.decode("latin-1") for name, value in scope["headers"] if name == b"cookie")
+def _grow_content_length(start: Message, extra: int) -> Message:
+    """A copy of the start message with Content-Length grown by `extra`: the host's is never edited."""
+    headers = list(start["headers"])
+    for index, (name, value) in enumerate(headers):
+        if name == b"content-length" and value.isdigit():
+            headers[index] = (name, b"%d" % (int(value) + extra))
+    return {**start, "headers": headers}
 
 
 def _is_html(headers: Iterable[tuple[bytes, bytes]]) -> bool:

@@ -125,6 +125,11 @@ class guard:
         return True
 
 
+def report_failure(what: str) -> None:
+    """What `guard` logs, for the per-request paths that use a plain try/except (no guard object)."""
+    logger.exception("tracklayer: %s failed; the request goes on untouched", what)
+
+
 _ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 

@@ -152,6 +152,7 @@ def view_from_environ(environ: Mapping[str, Any], trusted_hops: int) -> RequestV
 
 
 CLICK_COOKIES = ("_epik=", "_tl=", "_pin_unauth=", "_derived_epik=")
+_CLICK_COOKIES_RAW = tuple(name.encode() for name in CLICK_COOKIES)
 
 
 def carries_click_signals(query_string: str, cookie_header: str) -> bool:
@@ -160,6 +161,18 @@ def carries_click_signals(query_string: str, cookie_header: str) -> bool:
     rewritten, so the request state is built only if the app asks for it (track(), a template tag)."""
     query = query_string.lower()
     return "epik" in query or "_tlx" in query or any(name in cookie_header for name in CLICK_COOKIES)
+
+
+def scope_carries_click_signals(scope: Mapping[str, Any]) -> bool:
+    """`carries_click_signals` on an ASGI scope's raw bytes: it runs for every request, so nothing
+    is decoded or joined (latin-1 decoding maps bytes to the same characters, so both agree)."""
+    query = scope.get("query_string", b"").lower()
+    if b"epik" in query or b"_tlx" in query:
+        return True
+    for name, value in scope["headers"]:
+        if name == b"cookie" and any(cookie in value for cookie in _CLICK_COOKIES_RAW):
+            return True
+    return False
 
 
 class DeferredState:
