@@ -292,6 +292,17 @@ def test_settle_acks_buries_retries_and_logs_a_batch(outbox: Outbox) -> None:
     outbox.settle(Settlement(200.0))  # nothing to write is fine
 
 
+def test_release_gives_claimed_rows_back_unsent(outbox: Outbox) -> None:
+    outbox.put([ev("a"), ev("b")])
+    a, _b = outbox.claim(2, now=100.0, lease=30.0)
+    outbox.release([a.id], at=110.0)
+    assert outbox.counts(now=100.0) == OutboxCounts(pending=0, retrying=1, in_flight=1, dead=0)
+    assert outbox.claim(10, now=109.0, lease=30.0) == []
+    (again,) = outbox.claim(10, now=110.0, lease=30.0)
+    assert (again.event_id, again.attempts) == ("a", 2)  # a claim counts as an attempt, sent or not
+    outbox.release([], at=0.0)
+
+
 def test_settle_is_one_transaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     outbox = SQLiteOutbox(str(tmp_path / "outbox.sqlite3"))
     try:

@@ -481,6 +481,77 @@ def test_2500_queued_events_go_out_as_1000_1000_500(
     assert totals(outbox, NOW) == (0, 0, 0, 0)
 
 
+class InFlight(httpx.BaseTransport):
+    """Holds each request until the outbox shows `expect` rows leased: the next batch, claimed meanwhile."""
+
+    def __init__(self, inner: httpx.BaseTransport, outbox: SQLiteOutbox, expect: int) -> None:
+        self.inner, self.outbox, self.expect = inner, outbox, expect
+        self.seen: list[int] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        deadline = time.monotonic() + 5
+        while (leased := self.outbox.counts(now=NOW).in_flight) < self.expect and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.seen.append(leased)
+        return self.inner.handle_request(request)
+
+
+def test_under_a_backlog_the_next_batch_is_claimed_while_one_is_in_flight(
+    outbox: SQLiteOutbox, sandbox: PinterestSandbox, make_deliverer: Callable[..., Deliverer]
+) -> None:
+    queue_n(outbox, 2500)
+    held = InFlight(sandbox.transport(), outbox, expect=2000)
+    transport = Validating(held)
+    deliverer = make_deliverer(transport)
+    assert deliverer.run_once() == 1000
+    assert held.seen == [2000]  # batch 1 in flight, batch 2 claimed meanwhile
+    assert totals(outbox, NOW) == (500, 0, 1000, 0)
+    held.expect = 1500
+    assert deliverer.run_once() == 1000
+    held.expect = 500
+    assert [deliverer.run_once() for _ in range(2)] == [500, 0]
+    assert held.seen == [2000, 1500, 500]  # a batch short of 1,000: nothing claimed ahead
+    assert transport.sizes == [1000, 1000, 500]
+    assert [r.event_id for r in sandbox.received] == [f"e-{i}" for i in range(2500)]
+    assert totals(outbox, NOW) == (0, 0, 0, 0)
+
+
+def test_a_pause_hands_the_batch_claimed_ahead_back_unsent(
+    outbox: SQLiteOutbox, sandbox: PinterestSandbox, clock: Clock, make_deliverer: Callable[..., Deliverer]
+) -> None:
+    queue_n(outbox, 2000)
+    sandbox.inject(Fault("429", count=1, retry_after=60))
+    held = InFlight(sandbox.transport(), outbox, expect=2000)
+    transport = Validating(held)
+    deliverer = make_deliverer(transport)
+    assert deliverer.run_once() == 1000
+    assert deliverer.paused_until == NOW + 60
+    # Both batches wait for the end of the pause; only the one sent was logged.
+    assert totals(outbox, NOW) == (0, 2000, 0, 0)  # the batch claimed ahead counts its claim as an attempt
+    assert outbox.next_due(now=NOW) == NOW + 60
+    assert [entry.outcome for entry in outbox.log_since(0)] == ["retry"] * 1000
+    clock.advance(60)
+    held.expect = 0
+    assert [deliverer.run_once() for _ in range(3)] == [1000, 1000, 0]
+    assert transport.sizes == [1000, 1000, 1000]
+    assert len(sandbox.received) == 2000
+    assert totals(outbox, clock.now) == (0, 0, 0, 0)
+
+
+def test_stop_hands_the_batch_claimed_ahead_back(
+    outbox: SQLiteOutbox, sandbox: PinterestSandbox, make_deliverer: Callable[..., Deliverer]
+) -> None:
+    queue_n(outbox, 1500)
+    deliverer = make_deliverer(Validating(InFlight(sandbox.transport(), outbox, expect=1500)))
+    assert deliverer.run_once() == 1000
+    assert totals(outbox, NOW) == (0, 0, 500, 0)
+    deliverer.stop()
+    assert totals(outbox, NOW) == (0, 500, 0, 0)  # due now, not after its lease
+    assert outbox.next_due(now=NOW) == NOW
+    assert make_deliverer(Validating(sandbox.transport())).run_once() == 500
+    assert len(sandbox.received) == 1500
+
+
 def test_batch_size_is_checked_against_pinterests_limit(outbox: SQLiteOutbox) -> None:
     with pytest.raises(ValueError, match="batch_size"):
         Deliverer(outbox, pinterest(), batch_size=1001)

@@ -109,6 +109,7 @@ class Outbox(Protocol):
     def retry(self, ids: Iterable[int], *, at: float, error: str) -> None: ...
     def bury(self, failures: Iterable[tuple[int, str]], *, now: float) -> None: ...
     def settle(self, settlement: Settlement) -> None: ...
+    def release(self, ids: Iterable[int], *, at: float) -> None: ...
     def checkpoint(self) -> None: ...
     def bury_expired(self, *, event_time_before: int, reason: str, now: float) -> int: ...
     def counts(self, *, now: float) -> OutboxCounts: ...
@@ -190,6 +191,8 @@ _COUNTS = """SELECT (SELECT COUNT(*) FROM outbox WHERE dead = 0),
     (SELECT COUNT(*) FROM outbox WHERE dead = 1)"""
 _ACK = "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))"
 _RETRY = """UPDATE outbox SET available_at = ?, leased_until = 0, last_error = ?
+    WHERE id IN (SELECT value FROM json_each(?)) AND dead = 0"""
+_RELEASE = """UPDATE outbox SET available_at = ?, leased_until = 0
     WHERE id IN (SELECT value FROM json_each(?)) AND dead = 0"""
 _BURY = "UPDATE outbox SET dead = 1, died_at = ?, last_error = ?, leased_until = 0"
 _BURY_ONE = _BURY + " WHERE id = ? AND dead = 0"
@@ -331,6 +334,12 @@ class SQLiteOutbox:
                 conn.execute(_RETRY, (s.retry_at, s.retry_error, _dump_rows(s.retry)))
             if s.log:
                 conn.execute(_LOG_INSERT, (log_rows,))
+
+    def release(self, ids: Iterable[int], *, at: float) -> None:
+        """Give claimed rows back unsent, due at `at`; their attempt still counts (claims are attempts)."""
+        ids = list(ids)
+        if ids:
+            self._write(_RELEASE, (at, _dump_rows(ids)))
 
     def checkpoint(self) -> None:
         """Copy the WAL back into the database, keeping it bounded: the worker calls this between cycles.
@@ -499,6 +508,11 @@ class MemoryOutbox:
             for r in self._alive(s.retry):
                 r.available_at, r.leased_until, r.error = s.retry_at, 0.0, s.retry_error
             self._log.extend(s.log)
+
+    def release(self, ids: Iterable[int], *, at: float) -> None:
+        with self._lock:
+            for r in self._alive(ids):
+                r.available_at, r.leased_until = at, 0.0
 
     def checkpoint(self) -> None:
         pass  # nothing on disk

@@ -3,16 +3,24 @@
 One daemon thread per process (pid-aware, so forking servers get their own). `run_once()` is one
 claim -> send -> settle cycle; the thread only repeats it, which keeps the logic testable with a
 fake clock and no sleeps.
+
+Under a backlog (a full batch), the next batch is claimed, read and built while the current request
+is in flight (the request itself goes out on a sender thread), so Pinterest's answer time and ours
+overlap. That batch waits in `_next` for the next cycle; a pause (429, 5xx) or stop() hands its rows
+back to the outbox unsent, due when the pause ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import httpx
 
@@ -49,6 +57,14 @@ def backoff(
     return delay
 
 
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    claimed: int  # rows claimed, including those buried before sending
+    rows: list[ClaimedEvent]  # the rows to send, and their events
+    events: list[Event]
+    pid: int  # the process that claimed it: a forked child never sends its parent's batch
+
+
 class Deliverer:
     def __init__(
         self,
@@ -74,6 +90,9 @@ class Deliverer:
         self._rand = rand
         self._client: httpx.Client | None = None
         self._client_pid = 0
+        self._sender: ThreadPoolExecutor | None = None
+        self._sender_pid = 0
+        self._next: _Batch | None = None
         self._thread: threading.Thread | None = None
         self._thread_pid = 0
         self._lock = threading.Lock()
@@ -102,10 +121,27 @@ class Deliverer:
                 )
             return 0
         if now < self.paused_until:
+            self._release_next()
             return 0
+        batch, self._next = self._next, None
+        if batch is None or batch.pid != os.getpid():
+            batch = self._claim(now)
+        if batch.rows:
+            sending = self._send_pool().submit(self.adapter.send, self._http_client(), batch.events)
+            try:
+                if batch.claimed >= self.batch_size:  # a backlog: claim the next batch meanwhile
+                    self._next = self._claim(now)
+            finally:  # even when that claim failed, the batch in flight is settled
+                outcome = sending.result()
+                self.outbox.settle(self._settle(batch.rows, batch.events, outcome, self._clock()))
+                if self.paused_until > now:
+                    self._release_next()
+        return batch.claimed
+
+    def _claim(self, now: float) -> _Batch:
+        """Claim a batch and read it; what cannot be sent is buried (and logged) at once."""
+        assert self.adapter is not None
         claimed = self.outbox.claim(self.batch_size, now=now, lease=LEASE_SECONDS)
-        if not claimed:
-            return 0
         rows: list[ClaimedEvent] = []
         events: list[Event] = []
         dead: list[tuple[int, str]] = []
@@ -125,10 +161,13 @@ class Deliverer:
             events.append(event)
         if dead:
             self.outbox.settle(Settlement(now, dead=dead, log=dead_log))
-        if rows:
-            outcome = self.adapter.send(self._http_client(), events)
-            self.outbox.settle(self._settle(rows, events, outcome, self._clock()))
-        return len(claimed)
+        return _Batch(len(claimed), rows, events, os.getpid())
+
+    def _release_next(self) -> None:
+        """Hand a batch claimed ahead back unsent, due when the pause ends (or now)."""
+        batch, self._next = self._next, None
+        if batch is not None and batch.rows and batch.pid == os.getpid():
+            self.outbox.release([row.id for row in batch.rows], at=max(self.paused_until, self._clock()))
 
     def _settle(
         self, rows: Sequence[ClaimedEvent], events: Sequence[Event], outcome: SendOutcome, now: float
@@ -222,6 +261,13 @@ class Deliverer:
             )
         self.outbox.purge_log(before=now - LOG_RETENTION_SECONDS)
 
+    def _send_pool(self) -> ThreadPoolExecutor:
+        # One thread, so requests still go out one at a time; like the client, one per process.
+        if self._sender is None or self._sender_pid != os.getpid():
+            self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracklayer.Sender")
+            self._sender_pid = os.getpid()
+        return self._sender
+
     def _http_client(self) -> httpx.Client:
         # A client (and its connection pool) belongs to one process: never reuse it after a fork.
         if self._client is None or self._client_pid != os.getpid():
@@ -267,6 +313,8 @@ class Deliverer:
             if handled >= self.batch_size:
                 continue  # a backlog: keep going without waiting
             self._wait_for_work()
+        with contextlib.suppress(Exception):  # else its lease brings it back within LEASE_SECONDS
+            self._release_next()
         self.outbox.close()  # this thread's connection: sqlite3 lets only its own thread close it
 
     def _wait_for_work(self) -> None:
@@ -324,6 +372,11 @@ class Deliverer:
         if thread is not None and self._thread_pid == os.getpid():
             thread.join(timeout)
         self._thread = None
+        with contextlib.suppress(Exception):  # a batch claimed ahead by run_once() in this thread
+            self._release_next()
+        if self._sender is not None and self._sender_pid == os.getpid():
+            self._sender.shutdown()
+        self._sender = None
         if self._client is not None and self._client_pid == os.getpid():
             self._client.close()
         self._client = None
