@@ -309,7 +309,7 @@ def test_settle_is_one_transaction(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         outbox.put([ev("a"), ev("b")])
         a, b = outbox.claim(2, now=100.0, lease=30.0)
         # The log insert is the last statement: when it fails, the ack and the burial are undone too.
-        monkeypatch.setattr(outbox_module, "_LOG_INSERT", "INSERT INTO no_such_table VALUES (?)")
+        monkeypatch.setattr(outbox_module, "_LOG_INSERT", "INSERT INTO no_such_table VALUES ")
         with pytest.raises(sqlite3.OperationalError):
             outbox.settle(Settlement(101.0, done=[a.id], dead=[(b.id, "x")], log=[entry(101.0, "a")]))
         assert outbox.counts(now=101.0) == OutboxCounts(pending=0, retrying=0, in_flight=2, dead=0)
@@ -489,6 +489,22 @@ def test_schema_and_pragmas(tmp_path: Path) -> None:
         conn.close()
     with pytest.raises(RuntimeError, match="schema 99"):
         SQLiteOutbox(str(path))
+
+
+def test_the_log_is_written_in_chunks_within_sqlites_variable_limit(tmp_path: Path) -> None:
+    outbox = SQLiteOutbox(str(tmp_path / "outbox.sqlite3"))
+    try:
+        # As on a SQLite built with a low limit: 2 entries (22 variables) per INSERT.
+        outbox._connect().setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 30)
+        entries = [entry(float(i), f"e{i}", pixel=i % 2 == 0) for i in range(5)]
+        outbox.log(entries)
+        assert outbox.log_since(0.0) == entries
+        outbox._connect().setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 32766)
+        many = [entry(10.0 + i, f"m{i}") for i in range(outbox_module._LOG_CHUNK * 2 + 1)]
+        outbox.log(many)
+        assert outbox.log_since(10.0) == many
+    finally:
+        outbox.close()
 
 
 def test_puts_leave_checkpoints_to_the_worker(tmp_path: Path) -> None:
