@@ -44,8 +44,8 @@ def run(ctx: Context) -> SectionResult:
             "events/s",
             "ms per batch",
             "of which HTTP",
-            "library µs/event",
-            "library alone, events/s",
+            "library CPU µs/event",
+            "library alone, events/CPU-s",
         ],
     )
     raw: dict[str, Any] = {}
@@ -77,6 +77,8 @@ def run(ctx: Context) -> SectionResult:
             sandbox.stop()
         raw[key] = result
         cycles = max(1, result["cycles"])
+        # CPU, not wall minus HTTP: the worker claims and builds the next batch while one is in flight.
+        cpu_us = result["cpu_seconds"] / result["events"] * 1e6
         table.rows.append(
             [
                 label,
@@ -84,8 +86,8 @@ def run(ctx: Context) -> SectionResult:
                 fmt_rps(result["events_per_s"]),
                 f"{result['seconds'] / cycles * 1000:.0f}",
                 f"{result['http_seconds'] / cycles * 1000:.0f}",
-                f"{result['local_us_per_event']:.0f}",
-                fmt_rps(result["local_events_per_s"]),
+                f"{cpu_us:.0f}",
+                fmt_rps(1e6 / cpu_us if cpu_us else 0.0),
             ]
         )
     goals.append(
@@ -111,9 +113,10 @@ def run(ctx: Context) -> SectionResult:
         "events carrying hashed email, IP, user agent, click id and contents; every run ends with an empty "
         "outbox and no "
         "dead letter.",
-        "'of which HTTP' = time inside the HTTP exchange (the destination's own work + loopback); "
-        "'library µs/event' = (wall - HTTP) / events: claim, build and encode the body, settle, "
-        "delivery log.",
+        "'of which HTTP' = time inside the HTTP exchange (the destination's own work + loopback), which "
+        "under a backlog overlaps the claiming and building of the next batch; 'library CPU µs/event' = "
+        "the delivering process's CPU time (all its threads) / events: claim, build and encode the body, "
+        "send, settle, delivery log.",
     ]
     if single:
         table.notes.append(
