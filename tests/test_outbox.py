@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -388,6 +389,144 @@ def test_kill_9_loses_nothing(tmp_path: Path) -> None:
         everything = outbox.claim(n, now=1030.0, lease=30.0)
         assert sorted(c.payload["i"] for c in everything) == list(range(n))
         assert sorted(c.attempts for c in everything)[-11:] == [1] + [2] * 10
+    finally:
+        outbox.close()
+
+
+KILLED_MID_GROUP_COMMITS = textwrap.dedent(
+    """
+    import os, signal, sys, threading
+    from tracklayer_mw.outbox import NewEvent, SQLiteOutbox
+
+    outbox = SQLiteOutbox(sys.argv[1])
+    printed = threading.Lock()
+    acked = 0
+
+    def putter(t):
+        global acked
+        for i in range(10_000):
+            outbox.put([NewEvent(f"t{t}-{i}", "Purchase", 1700000000, {"t": t})])
+            with printed:  # acknowledged: put() returned
+                print(f"t{t}-{i}", flush=True)
+                acked += 1
+                if acked == 600:  # mid-flight for the other threads: some are committing right now
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+    for t in range(8):
+        threading.Thread(target=putter, args=(t,)).start()
+    """
+)
+
+
+def test_kill_9_during_group_commits_loses_no_acknowledged_put(tmp_path: Path) -> None:
+    path = str(tmp_path / "outbox.sqlite3")
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_MID_GROUP_COMMITS, path],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    acknowledged = child.stdout.split()
+    assert len(acknowledged) == 600
+    outbox = SQLiteOutbox(path)
+    try:
+        stored = set(ids(outbox.claim(100_000, now=0.0, lease=30.0)))
+    finally:
+        outbox.close()
+    assert set(acknowledged) <= stored
+
+
+def _hold_the_write_lock(outbox: SQLiteOutbox) -> threading.Lock:
+    """The write lock, taken as the worker's transaction would: puts arriving meanwhile wait."""
+    lock = outbox._write_lock
+    lock.acquire()
+    return lock
+
+
+def _wait_for_waiting_puts(outbox: SQLiteOutbox, count: int) -> None:
+    """Until a leader is committing and `count` puts wait behind it."""
+    deadline = time.monotonic() + 10
+    while not outbox._leading or len(outbox._group) != count:
+        assert time.monotonic() < deadline, "the puts did not queue"
+        time.sleep(0.005)
+
+
+def test_puts_waiting_for_the_lock_are_committed_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outbox = SQLiteOutbox(str(tmp_path / "outbox.sqlite3"))
+    transactions: list[int] = []
+    real_tx = outbox._tx
+
+    def counting_tx() -> Any:
+        transactions.append(len(outbox._group))
+        return real_tx()
+
+    monkeypatch.setattr(outbox, "_tx", counting_tx)
+    lock = _hold_the_write_lock(outbox)
+    threads = [threading.Thread(target=outbox.put, args=([ev(f"e{i}")],)) for i in range(12)]
+    try:
+        threads[0].start()  # the leader: takes its own put, then waits for the lock
+        deadline = time.monotonic() + 10
+        while not transactions:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        for thread in threads[1:]:
+            thread.start()
+        _wait_for_waiting_puts(outbox, 11)
+    finally:
+        lock.release()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert len(transactions) == 2  # the first put alone, then the 11 that queued behind it in one
+    assert outbox.counts(now=0.0).pending == 12
+    assert (outbox._group, outbox._leading) == ([], False)
+    outbox.close()
+
+
+def test_a_failing_merge_fails_only_its_own_put_in_a_group(tmp_path: Path) -> None:
+    def picky(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+        if new.get("bad"):
+            raise KeyError("no merge for this one")
+        return {**old, **new}
+
+    outbox = SQLiteOutbox(str(tmp_path / "outbox.sqlite3"), merge=picky)
+    try:
+        outbox.put([ev("a"), ev("b")])
+        errors: dict[str, BaseException | None] = {}
+
+        def put(name: str, event: NewEvent) -> None:
+            try:
+                outbox.put([event])
+                errors[name] = None
+            except BaseException as exc:
+                errors[name] = exc
+
+        lock = _hold_the_write_lock(outbox)
+        first = threading.Thread(target=put, args=("first", ev("c")))
+        first.start()
+        _wait_for_waiting_puts(outbox, 0)  # the leader took its own put and waits for the lock
+        others = [
+            threading.Thread(target=put, args=("bad", ev("a", bad=True))),
+            threading.Thread(target=put, args=("good", ev("b", extra=1))),
+        ]
+        for thread in others:
+            thread.start()
+        _wait_for_waiting_puts(outbox, 2)
+        lock.release()
+        for thread in [first, *others]:
+            thread.join(timeout=10)
+        assert isinstance(errors["bad"], KeyError)
+        assert errors["first"] is None
+        assert errors["good"] is None
+        payloads = {c.event_id: c.payload for c in outbox.claim(10, now=0.0, lease=30.0)}
+        assert payloads == {
+            "a": {"event_id": "a"},
+            "b": {"event_id": "b", "extra": 1},
+            "c": {"event_id": "c"},
+        }
     finally:
         outbox.close()
 
