@@ -14,12 +14,20 @@ other load on the machine matters less), the minimum and the mean over ``--repea
   (body building, JSON, httpx, reading the answer) plus the sandbox's.
 
 Every dispatched body carries fresh event ids, so dedup remembers them as it would in a delivery run.
+
+``--sustained N`` instead sends N consecutive bodies to one sandbox with the default ``max_records``
+(100,000: 120 bodies of 1,000 fill it and then evict), as a long delivery run does, and reports the
+CPU time per request (min, median, mean: the gap between median and mean is the cyclic garbage
+collector's full passes over the records), the CPU time spent inside the collector, and the RSS of
+this process before and after.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -95,12 +103,79 @@ def cpu_ms(run: Callable[[], object], prepare: Callable[[], None], repeats: int)
     return min(spent) * 1000, sum(spent) / len(spent) * 1000
 
 
+def rss_mib() -> float:
+    """This process's resident set size now, in MiB (Linux: /proc/self/status)."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class CollectorClock:
+    """CPU time spent inside the cyclic garbage collector, and its passes per generation."""
+
+    def __init__(self) -> None:
+        self.spent = 0.0
+        self.passes = [0, 0, 0]
+        self._started = 0.0
+
+    def __enter__(self) -> CollectorClock:
+        gc.callbacks.append(self._observe)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._observe)
+
+    def _observe(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.process_time()
+        else:
+            self.spent += time.process_time() - self._started
+            self.passes[info["generation"]] += 1
+
+
+def sustained(count: int, requests: int) -> None:
+    """``requests`` consecutive bodies of ``count`` events to one default-sized sandbox."""
+    now = time.time()
+    source = batches(count, now)
+    bodies = [encode(build_body(next(source))) for _ in range(requests)]
+    gc.collect()
+    sandbox = PinterestSandbox(token=TOKEN, ad_account_ids=(ACCOUNT,))
+    rss_before = rss_mib()
+    spent = []
+    with CollectorClock() as collector:
+        for raw in bodies:
+            started = time.process_time()
+            outcome = sandbox.dispatch("POST", PATH, "", HEADERS, raw)
+            spent.append(time.process_time() - started)
+            assert outcome.reply.status == 200, outcome.reply.body[:300]
+    rss_after = rss_mib()
+    kept = len(sandbox.received)
+    ms = [value * 1000 for value in spent]
+    print(
+        f"sustained: {requests} requests of {count} events to one sandbox ({kept:,} records kept); "
+        f"CPU ms per request"
+    )
+    print(f"  {'min':>9}{'median':>9}{'mean':>9}{'max':>9}")
+    print(f"  {min(ms):9.2f}{statistics.median(ms):9.2f}{statistics.fmean(ms):9.2f}{max(ms):9.2f}")
+    passes = "/".join(map(str, collector.passes))
+    print(f"  garbage collector: {collector.spent * 1000:.0f} ms CPU, passes per generation 0/1/2: {passes}")
+    print(f"  RSS {rss_before:.0f} MiB before, {rss_after:.0f} MiB after (+{rss_after - rss_before:.0f} MiB)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1000, help="events per body (default 1000)")
     parser.add_argument("--repeats", type=int, default=30, help="runs per figure; the minimum counts")
+    parser.add_argument(
+        "--sustained", type=int, metavar="N", help="instead: N consecutive requests to one sandbox (try 120)"
+    )
     args = parser.parse_args()
     count, repeats = args.events, args.repeats
+    if args.sustained:
+        sustained(count, args.sustained)
+        return
 
     now = time.time()
     source = batches(count, now)
