@@ -7,6 +7,7 @@ uvicorn server for what only a socket shows (a dropped connection, a held answer
 from __future__ import annotations
 
 import copy
+import gc
 import hashlib
 import json
 import re
@@ -29,6 +30,7 @@ from tracklayer_mw.sandbox import (
     ConnectionDropped,
     Fault,
     PinterestSandbox,
+    ReceivedEvent,
 )
 from tracklayer_mw.sandbox import schema as mini
 from tracklayer_mw.sandbox.app import build_server
@@ -967,6 +969,177 @@ def test_async_transport(sandbox: PinterestSandbox) -> None:
         return outcomes
 
     assert anyio.run(scenario) == [httpx.RemoteProtocolError, 200, httpx.ReadTimeout, 200]
+
+
+# -- the records ----------------------------------------------------------------------------------
+
+RECORD_FIELDS = (
+    "seq",
+    "time",
+    "test",
+    "ad_account_id",
+    "status",
+    "error",
+    "warning",
+    "duplicate",
+    "event_name",
+    "event_id",
+    "has_click_id",
+    "has_email",
+    "has_ip_ua",
+)
+
+
+def test_records_hold_nothing_the_garbage_collector_tracks(sandbox: PinterestSandbox) -> None:
+    late = make_event(event_id="late", event_time=NOW - 30 * DAY)  # failed: an error message too
+    sandbox.handle("POST", EVENTS, "", AUTH, json.dumps(body_of(make_event(), late)).encode())
+    for record in sandbox.received:
+        assert [name for name in RECORD_FIELDS if gc.is_tracked(getattr(record, name))] == []
+    assert sandbox.received[1].error is not None
+
+
+def test_kept_records_add_no_tracked_objects(sandbox: PinterestSandbox) -> None:
+    def send(batch: int) -> None:
+        events = [make_event(event_id=f"{batch}-{i}") for i in range(100)]
+        assert sandbox.handle("POST", EVENTS, "", AUTH, json.dumps(body_of(*events)).encode())[0] == 200
+
+    send(0)  # whatever the first request creates once (imports, caches) is not per record
+    gc.collect()
+    before = len(gc.get_objects())
+    for batch in range(1, 6):
+        send(batch)
+    gc.collect()
+    # Kept as parsed dicts, these 500 events would be 2,000 tracked objects (4 containers each).
+    assert len(gc.get_objects()) - before < 100
+    assert len(sandbox.received) == 600
+
+
+UNUSUAL = make_event(
+    event_id="ünïcödé-🛒-\ud83d",  # a lone surrogate, as a JSON body may carry it ("\ud83d")
+    user_data={"em": [sha("a"), sha("b")], "client_ip_address": "2001:db8::1", "client_user_agent": "Ω"},
+    custom_data={
+        "content_ids": ["sku-1", "", "sku-ß"],
+        "contents": [
+            {"id": "sku-1", "quantity": 9_223_372_036_854_775_807, "item_price": "1e-7"},
+            {"id": "sku-ß", "quantity": 0, "item_name": "naïve 🧦\u0000"},
+        ],
+        "num_items": -1,
+    },
+)
+
+
+def test_event_reads_back_exactly_what_was_received(sandbox: PinterestSandbox) -> None:
+    raw = json.dumps(body_of(UNUSUAL)).encode()  # ensure_ascii: the surrogate travels as an escape
+    sandbox.handle("POST", EVENTS, "", AUTH, raw)
+    [record] = sandbox.received
+    received = json.loads(raw)["data"][0]
+    # repr also tells 1 from 1.0 and True, -0.0 from 0.0, and key orders apart.
+    assert repr(record.event) == repr(received)
+    assert record.event_id == "ünïcödé-🛒-\ud83d"
+    assert record.to_json()["event"] == received
+
+
+def test_event_is_a_fresh_copy_on_every_read(sandbox: PinterestSandbox) -> None:
+    sandbox.handle("POST", EVENTS, "", AUTH, json.dumps(body_of()).encode())
+    [record] = sandbox.received
+    first = record.event
+    first["user_data"]["em"].append("changed")
+    first["event_name"] = "changed"
+    assert record.event == make_event()
+    assert record.event is not record.event
+    with pytest.raises(AttributeError):
+        record.status = "failed"  # type: ignore[misc]
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=25,
+)
+
+
+@given(st.dictionaries(st.text(), JSON_VALUES, max_size=6))
+def test_a_record_round_trips_any_json_value(extra: dict[str, Any]) -> None:
+    event = {**make_event(), **extra}
+    record = ReceivedEvent(7, 1.5, False, ACCOUNT, event, "processed", None, None, False)
+    assert repr(record.event) == repr(event)
+
+
+def test_a_record_keeps_its_constructor_and_reads_like_before() -> None:
+    event = make_event()
+    record = ReceivedEvent(3, NOW, True, ACCOUNT, event, "failed", "bad", None, False)
+    same = ReceivedEvent(
+        seq=3,
+        time=NOW,
+        test=True,
+        ad_account_id=ACCOUNT,
+        event=make_event(),
+        status="failed",
+        error="bad",
+        warning=None,
+        duplicate=False,
+    )
+    assert record == same
+    assert hash(record) == hash(same)
+    assert record != ReceivedEvent(4, NOW, True, ACCOUNT, event, "failed", "bad", None, False)
+    assert (record.event_name, record.event_id) == ("checkout", "order-1")
+    assert (record.has_click_id, record.has_email, record.has_ip_ua) == (True, True, True)
+    assert repr(record) == (
+        f"ReceivedEvent(seq=3, time={NOW}, test=True, ad_account_id='{ACCOUNT}', event={event!r}, "
+        "status='failed', error='bad', warning=None, duplicate=False)"
+    )
+
+
+def test_summarize_counts_match_signals_without_unpacking_events(
+    sandbox: PinterestSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    maid = {"hashed_maids": [sha("m")]}
+    ip_ua = {"client_ip_address": "203.0.113.7", "client_user_agent": "UA"}
+    events = [
+        make_event(event_id="all"),  # click id, email, IP + UA
+        make_event(event_id="maid", user_data=maid),  # none
+        make_event(event_id="ip-ua", user_data=ip_ua),
+        make_event(event_id="em-ip", user_data={"em": [sha("x")], "client_ip_address": "203.0.113.7"}),
+        make_event(event_id="em-click", user_data={"em": [sha("x")], "click_id": "dj0y"}),
+        # Empty values carry no signal: an empty email list, IP and click id.
+        make_event(
+            event_id="empty",
+            user_data={**maid, "em": [], "client_ip_address": "", "client_user_agent": "UA", "click_id": ""},
+        ),
+        make_event(event_id="all"),  # folded: not counted
+        make_event(event_id="late", event_time=NOW - 30 * DAY),  # failed: not counted
+    ]
+    sandbox.handle("POST", EVENTS, "", AUTH, json.dumps(body_of(*events)).encode())
+    test_body = json.dumps(body_of(make_event(user_data=maid))).encode()
+    sandbox.handle("POST", EVENTS, "test=true", AUTH, test_body)
+
+    def unpacked(record: ReceivedEvent) -> dict[str, Any]:
+        raise AssertionError("summarize unpacked an event")
+
+    monkeypatch.setattr(ReceivedEvent, "event", property(unpacked))
+    figures = summarize(sandbox.received)
+    [row] = figures["live"]["events"]
+    assert (row["received"], row["accepted"], row["failed"], row["folded"]) == (8, 6, 1, 1)
+    # Of 6 accepted: click id on 2, email on 3, IP + user agent on 2.
+    assert row["coverage"] == {"click_id": 33.3, "email": 50.0, "ip_ua": 33.3}
+    assert figures["live"]["totals"]["coverage"] == row["coverage"]
+    [test_row] = figures["test"]["events"]
+    assert test_row["coverage"] == {"click_id": 0.0, "email": 0.0, "ip_ua": 0.0}
+
+
+def test_received_since_after_old_records_fell_off(clock: FakeClock) -> None:
+    sandbox = PinterestSandbox(clock=clock, max_records=5)
+    events = [make_event(event_id=str(i)) for i in range(8)]
+    sandbox.handle("POST", EVENTS, "", AUTH, json.dumps(body_of(*events)).encode())
+    assert [r.seq for r in sandbox.received] == [3, 4, 5, 6, 7]
+    assert [r.event_id for r in sandbox.received_since(0)] == ["3", "4", "5", "6", "7"]
+    assert [r.seq for r in sandbox.received_since(6)] == [6, 7]
+    assert sandbox.received_since(8) == []
+    assert sandbox.received_since(99) == []
+    sandbox.reset()
+    sandbox.handle("POST", EVENTS, "", AUTH, json.dumps(body_of(make_event(event_id="new"))).encode())
+    assert [(r.seq, r.event_id) for r in sandbox.received_since(0)] == [(0, "new")]
+    assert sandbox.received_since(1) == []
 
 
 # -- the ASGI app ---------------------------------------------------------------------------------

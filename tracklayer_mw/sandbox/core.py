@@ -15,6 +15,7 @@ import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -23,7 +24,7 @@ from .answers import Reply
 from .checks import check_event
 from .diagnostics import summarize
 from .faults import Fault, FaultQueue
-from .records import ReceivedEvent, RejectedRequest
+from .records import ReceivedEvent, RejectedRequest, Row, pack
 from .schema import validate_request_body
 
 if TYPE_CHECKING:
@@ -99,8 +100,9 @@ class PinterestSandbox:
         self._lock = threading.RLock()
         self._faults = FaultQueue()
         # Bounded so a long-running `tracklayer sandbox` does not grow without end; seq numbers
-        # keep counting so `received_since` stays meaningful when old records fall off.
-        self._records: deque[ReceivedEvent] = deque(maxlen=max_records)
+        # keep counting so `received_since` stays meaningful when old records fall off. Rows, not
+        # ReceivedEvent objects: the garbage collector ignores them (see records.Row).
+        self._records: deque[Row] = deque(maxlen=max_records)
         self._rejected: deque[RejectedRequest] = deque(maxlen=1000)
         self._requests: Counter[int | str] = Counter()
         self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
@@ -139,12 +141,16 @@ class PinterestSandbox:
     def received(self) -> list[ReceivedEvent]:
         """Every event received (live and ``test=true``), oldest first."""
         with self._lock:
-            return list(self._records)
+            return list(map(ReceivedEvent.from_row, self._records))
 
     def received_since(self, seq: int) -> list[ReceivedEvent]:
         """The records whose ``seq`` is at least ``seq`` (``seq`` counts from 0 since the last reset)."""
         with self._lock:
-            return [record for record in self._records if record.seq >= seq]
+            # The kept rows have consecutive seqs ending at self._seq - 1: take the newest ones from
+            # the right, so a poller pays for what is new, not for everything kept (up to millions).
+            newer = min(len(self._records), max(0, self._seq - seq))
+            rows = list(islice(reversed(self._records), newer))
+            return list(map(ReceivedEvent.from_row, reversed(rows)))
 
     @property
     def rejected(self) -> list[RejectedRequest]:
@@ -161,7 +167,7 @@ class PinterestSandbox:
     def diagnostics(self) -> dict[str, Any]:
         """The figures of the diagnostics page (see ``diagnostics.summarize``), plus recent traffic."""
         with self._lock:
-            records = list(self._records)
+            records = list(map(ReceivedEvent.from_row, self._records))
             return {
                 **summarize(records),
                 "recent": [record.to_json() for record in records[-50:]][::-1],
@@ -291,9 +297,18 @@ class PinterestSandbox:
             error = " ".join(errors) if errors else None
             warning = " ".join(warnings) if warnings else None
             status = "failed" if errors else "processed"
-            self._records.append(
-                ReceivedEvent(self._seq, now, test, account, event, status, error, warning, duplicate)
+            row = pack(
+                event,
+                seq=self._seq,
+                time=now,
+                test=test,
+                ad_account_id=account,
+                status=status,
+                error=error,
+                warning=warning,
+                duplicate=duplicate,
             )
+            self._records.append(row)
             self._seq += 1
             # Pinterest writes "" rather than null for "no message" (CAPI_V5 §5, observed 422).
             results.append({"status": status, "error_message": error or "", "warning_message": warning or ""})

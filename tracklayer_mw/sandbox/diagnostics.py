@@ -46,10 +46,10 @@ class EventRow:
         else:
             # Coverage is measured on accepted events only, as Pinterest's event quality is.
             self.accepted += 1
-            user = record.event.get("user_data") or {}
-            self.with_click_id += bool(user.get("click_id"))
-            self.with_email += bool(user.get("em"))
-            self.with_ip_ua += bool(user.get("client_ip_address") and user.get("client_user_agent"))
+            # Flags read on arrival: counting never unpacks the (possibly 100,000) events.
+            self.with_click_id += record.has_click_id
+            self.with_email += record.has_email
+            self.with_ip_ua += record.has_ip_ua
 
     def coverage(self) -> dict[str, float | None]:
         """Share (0-100) of accepted events carrying each match signal; ``None`` with none accepted."""
