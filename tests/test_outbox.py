@@ -465,6 +465,8 @@ def test_puts_waiting_for_the_lock_are_committed_together(
         return real_tx()
 
     monkeypatch.setattr(outbox, "_tx", counting_tx)
+    one_by_one: list[object] = []  # the fallback when a group fails: a savepoint per put
+    monkeypatch.setattr(outbox, "_commit_each", one_by_one.append)
     lock = _hold_the_write_lock(outbox)
     threads = [threading.Thread(target=outbox.put, args=([ev(f"e{i}")],)) for i in range(12)]
     try:
@@ -481,6 +483,7 @@ def test_puts_waiting_for_the_lock_are_committed_together(
     for thread in threads:
         thread.join(timeout=10)
     assert len(transactions) == 2  # the first put alone, then the 11 that queued behind it in one
+    assert one_by_one == []  # in one statement
     assert outbox.counts(now=0.0).pending == 12
     assert (outbox._group, outbox._leading) == ([], False)
     outbox.close()
