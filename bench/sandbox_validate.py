@@ -35,7 +35,8 @@ from typing import Any
 
 import httpx
 
-from tracklayer_mw.events import Event, parse_event
+from bench.pipeline import template
+from tracklayer_mw.events import Event
 from tracklayer_mw.pinterest import PinterestAdapter, build_body
 from tracklayer_mw.sandbox import PinterestSandbox
 from tracklayer_mw.sandbox.checks import check_event
@@ -45,34 +46,6 @@ TOKEN = "sandbox-token"
 ACCOUNT = "549755885175"
 PATH = f"/v5/ad_accounts/{ACCOUNT}/events"
 HEADERS = {"authorization": f"Bearer {TOKEN}", "content-type": "application/json"}
-
-
-def template(now: float) -> Event:
-    """A purchase with a hashed email and external id, IP, user agent, click id, URL and contents."""
-    return parse_event(
-        {
-            "event": "Purchase",
-            "event_time": int(now),
-            "url": "https://shop.example/checkout/thanks",
-            "user": {"email": "ann@example.com", "external_id": "cust-42"},
-            "custom": {
-                "value": 49.99,
-                "currency": "USD",
-                "num_items": 2,
-                "content_ids": ["sku-1", "sku-2"],
-                "contents": [
-                    {"id": "sku-1", "quantity": 1, "item_price": 24.99, "item_name": "Shirt"},
-                    {"id": "sku-2", "quantity": 1, "item_price": 25.00, "item_name": "Socks"},
-                ],
-            },
-        },
-        now=now,
-        source="server",
-    ).with_context(
-        click_id="dj0yJnU9b1FrZ3BhWnJQc2xPT0dLbmV4ZFpsUG9TSkxPR0x0c0Y",
-        client_ip="203.0.113.9",
-        user_agent="Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Version/17.5",
-    )
 
 
 def batches(count: int, now: float) -> Iterator[list[Event]]:
