@@ -375,7 +375,8 @@ class Deliverer:
         with contextlib.suppress(Exception):  # a batch claimed ahead by run_once() in this thread
             self._release_next()
         if self._sender is not None and self._sender_pid == os.getpid():
-            self._sender.shutdown()
+            # Not waiting: stop() keeps to its timeout; a request still in flight finishes on its own.
+            self._sender.shutdown(wait=False)
         self._sender = None
         if self._client is not None and self._client_pid == os.getpid():
             self._client.close()
