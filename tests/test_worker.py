@@ -21,7 +21,7 @@ import pytest
 
 from tests.pinterest_schema import validate_request_body
 from tracklayer_mw.events import MAX_AGE_SECONDS, Event, merge_payloads, parse_event
-from tracklayer_mw.outbox import MemoryOutbox, NewEvent, SQLiteOutbox
+from tracklayer_mw.outbox import MemoryOutbox, NewEvent, Settlement, SQLiteOutbox
 from tracklayer_mw.pinterest import PinterestAdapter
 from tracklayer_mw.sandbox import Fault, PinterestSandbox
 from tracklayer_mw.worker import LEASE_SECONDS, SEND_AGE_LIMIT, Deliverer, backoff
@@ -482,38 +482,70 @@ def test_2500_queued_events_go_out_as_1000_1000_500(
 
 
 class InFlight(httpx.BaseTransport):
-    """Holds each request until the outbox shows `expect` rows leased: the next batch, claimed meanwhile."""
+    """Records how many rows are leased when each request arrives; holds the first one until `first` are."""
 
-    def __init__(self, inner: httpx.BaseTransport, outbox: SQLiteOutbox, expect: int) -> None:
-        self.inner, self.outbox, self.expect = inner, outbox, expect
+    def __init__(self, inner: httpx.BaseTransport, outbox: SQLiteOutbox, first: int) -> None:
+        self.inner, self.outbox, self.first = inner, outbox, first
         self.seen: list[int] = []
+        self.arrived = threading.Event()  # a second request
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         deadline = time.monotonic() + 5
-        while (leased := self.outbox.counts(now=NOW).in_flight) < self.expect and time.monotonic() < deadline:
+        while not self.seen and self.outbox.counts(now=NOW).in_flight < self.first:
+            assert time.monotonic() < deadline, "the next batch was never claimed"
             time.sleep(0.01)
-        self.seen.append(leased)
+        self.seen.append(self.outbox.counts(now=NOW).in_flight)
+        if len(self.seen) == 2:
+            self.arrived.set()
         return self.inner.handle_request(request)
+
+
+def drain_all(deliverer: Deliverer) -> list[int]:
+    handled = [deliverer.run_once()]
+    while handled[-1]:
+        handled.append(deliverer.run_once())
+    return handled
 
 
 def test_under_a_backlog_the_next_batch_is_claimed_while_one_is_in_flight(
     outbox: SQLiteOutbox, sandbox: PinterestSandbox, make_deliverer: Callable[..., Deliverer]
 ) -> None:
     queue_n(outbox, 2500)
-    held = InFlight(sandbox.transport(), outbox, expect=2000)
+    held = InFlight(sandbox.transport(), outbox, first=2000)
     transport = Validating(held)
     deliverer = make_deliverer(transport)
-    assert deliverer.run_once() == 1000
-    assert held.seen == [2000]  # batch 1 in flight, batch 2 claimed meanwhile
-    assert totals(outbox, NOW) == (500, 0, 1000, 0)
-    held.expect = 1500
-    assert deliverer.run_once() == 1000
-    held.expect = 500
-    assert [deliverer.run_once() for _ in range(2)] == [500, 0]
-    assert held.seen == [2000, 1500, 500]  # a batch short of 1,000: nothing claimed ahead
+    assert drain_all(deliverer) == [1000, 1000, 500, 0]
+    assert held.seen[0] == 2000  # batch 1 in flight, batch 2 claimed meanwhile
     assert transport.sizes == [1000, 1000, 500]
     assert [r.event_id for r in sandbox.received] == [f"e-{i}" for i in range(2500)]
     assert totals(outbox, NOW) == (0, 0, 0, 0)
+    assert outcomes(outbox) == [(f"e-{i}", "processed") for i in range(2500)]
+
+
+def test_the_next_request_goes_out_before_the_batch_before_it_is_settled(
+    outbox: SQLiteOutbox,
+    sandbox: PinterestSandbox,
+    make_deliverer: Callable[..., Deliverer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    queue_n(outbox, 2000)
+    held = InFlight(sandbox.transport(), outbox, first=2000)
+    deliverer = make_deliverer(Validating(held))
+    overlapped: list[bool] = []
+    real_settle = outbox.settle
+
+    def settle(settlement: Settlement) -> None:
+        overlapped.append(held.arrived.wait(timeout=5))  # batch 2's request, while batch 1 is unsettled
+        real_settle(settlement)
+
+    monkeypatch.setattr(outbox, "settle", settle)
+    assert deliverer.run_once() == 1000
+    assert overlapped == [True]
+    assert held.seen == [2000, 2000]
+    assert totals(outbox, NOW) == (0, 0, 1000, 0)  # batch 2: sent, settled by the next cycle
+    assert deliverer.run_once() == 1000
+    assert totals(outbox, NOW) == (0, 0, 0, 0)
+    assert len(sandbox.received) == 2000
 
 
 def test_a_pause_hands_the_batch_claimed_ahead_back_unsent(
@@ -521,8 +553,7 @@ def test_a_pause_hands_the_batch_claimed_ahead_back_unsent(
 ) -> None:
     queue_n(outbox, 2000)
     sandbox.inject(Fault("429", count=1, retry_after=60))
-    held = InFlight(sandbox.transport(), outbox, expect=2000)
-    transport = Validating(held)
+    transport = Validating(InFlight(sandbox.transport(), outbox, first=2000))
     deliverer = make_deliverer(transport)
     assert deliverer.run_once() == 1000
     assert deliverer.paused_until == NOW + 60
@@ -530,25 +561,24 @@ def test_a_pause_hands_the_batch_claimed_ahead_back_unsent(
     assert totals(outbox, NOW) == (0, 2000, 0, 0)  # the batch claimed ahead counts its claim as an attempt
     assert outbox.next_due(now=NOW) == NOW + 60
     assert [entry.outcome for entry in outbox.log_since(0)] == ["retry"] * 1000
+    assert transport.sizes == [1000]
     clock.advance(60)
-    held.expect = 0
-    assert [deliverer.run_once() for _ in range(3)] == [1000, 1000, 0]
+    assert drain_all(deliverer) == [1000, 1000, 0]
     assert transport.sizes == [1000, 1000, 1000]
     assert len(sandbox.received) == 2000
     assert totals(outbox, clock.now) == (0, 0, 0, 0)
 
 
-def test_stop_hands_the_batch_claimed_ahead_back(
+def test_stop_settles_the_request_in_flight(
     outbox: SQLiteOutbox, sandbox: PinterestSandbox, make_deliverer: Callable[..., Deliverer]
 ) -> None:
     queue_n(outbox, 1500)
-    deliverer = make_deliverer(Validating(InFlight(sandbox.transport(), outbox, expect=1500)))
+    deliverer = make_deliverer(Validating(InFlight(sandbox.transport(), outbox, first=1500)))
     assert deliverer.run_once() == 1000
-    assert totals(outbox, NOW) == (0, 0, 500, 0)
+    assert totals(outbox, NOW) == (0, 0, 500, 0)  # the last 500: sent, not settled yet
     deliverer.stop()
-    assert totals(outbox, NOW) == (0, 500, 0, 0)  # due now, not after its lease
-    assert outbox.next_due(now=NOW) == NOW
-    assert make_deliverer(Validating(sandbox.transport())).run_once() == 500
+    assert totals(outbox, NOW) == (0, 0, 0, 0)
+    assert outcomes(outbox) == [(f"e-{i}", "processed") for i in range(1500)]
     assert len(sandbox.received) == 1500
 
 

@@ -5,9 +5,10 @@ claim -> send -> settle cycle; the thread only repeats it, which keeps the logic
 fake clock and no sleeps.
 
 Under a backlog (a full batch), the next batch is claimed, read and built while the current request
-is in flight (the request itself goes out on a sender thread), so Pinterest's answer time and ours
-overlap. That batch waits in `_next` for the next cycle; a pause (429, 5xx) or stop() hands its rows
-back to the outbox unsent, due when the pause ends.
+is in flight (the request itself goes out on a sender thread), and goes out as soon as the current
+answer is in, before that batch is settled: Pinterest's answer time and ours overlap, one request at
+a time still. A pause (429, 5xx) hands a batch claimed ahead back to the outbox unsent, due when the
+pause ends; stop() settles a request in flight and hands back what was not sent.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx
@@ -92,7 +93,8 @@ class Deliverer:
         self._client_pid = 0
         self._sender: ThreadPoolExecutor | None = None
         self._sender_pid = 0
-        self._next: _Batch | None = None
+        self._next: _Batch | None = None  # claimed ahead, not sent yet
+        self._in_flight: tuple[_Batch, Future[SendOutcome]] | None = None  # sent, to settle next cycle
         self._thread: threading.Thread | None = None
         self._thread_pid = 0
         self._lock = threading.Lock()
@@ -120,23 +122,47 @@ class Deliverer:
                     "sent (set TRACKLAYER_PINTEREST_AD_ACCOUNT_ID and TRACKLAYER_PINTEREST_ACCESS_TOKEN)"
                 )
             return 0
-        if now < self.paused_until:
-            self._release_next()
-            return 0
-        batch, self._next = self._next, None
-        if batch is None or batch.pid != os.getpid():
-            batch = self._claim(now)
-        if batch.rows:
-            sending = self._send_pool().submit(self.adapter.send, self._http_client(), batch.events)
-            try:
-                if batch.claimed >= self.batch_size:  # a backlog: claim the next batch meanwhile
-                    self._next = self._claim(now)
-            finally:  # even when that claim failed, the batch in flight is settled
-                outcome = sending.result()
-                self.outbox.settle(self._settle(batch.rows, batch.events, outcome, self._clock()))
-                if self.paused_until > now:
-                    self._release_next()
+        batch, sending = self._take_in_flight()  # sent at the end of the last cycle
+        if sending is None:
+            if now < self.paused_until:
+                self._release_next()
+                return 0
+            batch, self._next = self._next, None
+            if batch is None or batch.pid != os.getpid():
+                batch = self._claim(now)
+            if not batch.rows:
+                return batch.claimed
+            sending = self._send(batch)
+        assert batch is not None
+        try:
+            if batch.claimed >= self.batch_size and self._next is None:  # a backlog: claim ahead meanwhile
+                self._next = self._claim(now)
+        finally:  # even when that claim failed, the batch in flight is settled
+            outcome = sending.result()
+            ahead = self._next
+            if outcome.kind != "retry" and ahead is not None and ahead.rows and not self._stopping.is_set():
+                # Keep the pipe full: the next request goes out before this batch is settled.
+                self._next, self._in_flight = None, (ahead, self._send(ahead))
+            self.outbox.settle(self._settle(batch.rows, batch.events, outcome, self._clock()))
+            if self.paused_until > now:
+                self._release_next()
         return batch.claimed
+
+    def _send(self, batch: _Batch) -> Future[SendOutcome]:
+        assert self.adapter is not None
+        return self._send_pool().submit(self.adapter.send, self._http_client(), batch.events)
+
+    def _take_in_flight(self) -> tuple[_Batch | None, Future[SendOutcome] | None]:
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is None or in_flight[0].pid != os.getpid():  # a parent's request is the parent's
+            return None, None
+        return in_flight
+
+    def _finish_in_flight(self) -> None:
+        """Wait for a request still in flight and settle its batch (stopping)."""
+        batch, sending = self._take_in_flight()
+        if batch is not None and sending is not None:
+            self.outbox.settle(self._settle(batch.rows, batch.events, sending.result(), self._clock()))
 
     def _claim(self, now: float) -> _Batch:
         """Claim a batch and read it; what cannot be sent is buried (and logged) at once."""
@@ -314,6 +340,7 @@ class Deliverer:
                 continue  # a backlog: keep going without waiting
             self._wait_for_work()
         with contextlib.suppress(Exception):  # else its lease brings it back within LEASE_SECONDS
+            self._finish_in_flight()
             self._release_next()
         self.outbox.close()  # this thread's connection: sqlite3 lets only its own thread close it
 
@@ -371,9 +398,11 @@ class Deliverer:
         thread = self._thread
         if thread is not None and self._thread_pid == os.getpid():
             thread.join(timeout)
+        if thread is None or not thread.is_alive():  # else it is still the thread's to finish
+            with contextlib.suppress(Exception):  # what run_once() called from this thread left
+                self._finish_in_flight()
+                self._release_next()
         self._thread = None
-        with contextlib.suppress(Exception):  # a batch claimed ahead by run_once() in this thread
-            self._release_next()
         if self._sender is not None and self._sender_pid == os.getpid():
             # Not waiting: stop() keeps to its timeout; a request still in flight finishes on its own.
             self._sender.shutdown(wait=False)
