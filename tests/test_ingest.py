@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -528,3 +530,43 @@ def test_no_client_input_gives_a_5xx(rig: Rig, document: Any) -> None:
     client = shop_client("starlette", rig.engines[0])
     response = post(client, json.dumps(document).encode())
     assert response.status_code in (202, 400)
+
+
+# --- where an ASGI ingest is stored ------------------------------------------------------------------
+
+
+def test_asgi_ingest_is_stored_on_the_event_loop_when_the_outbox_is_free(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = rig.engine()
+    hops: list[object] = []
+    real_run_sync = anyio.to_thread.run_sync
+
+    async def counting_run_sync(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        hops.append(func)
+        return await real_run_sync(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counting_run_sync)
+    response = post(shop_client("starlette", engine), {"event": "AddToCart"})
+    assert response.status_code == 202
+    assert hops == []  # no thread hop: put_nowait() committed it
+    assert [event["event_name"] for event in rig.delivered()] == ["add_to_cart"]
+
+
+def test_asgi_ingest_waits_off_the_loop_while_another_process_writes(rig: Rig) -> None:
+    engine = rig.engine()
+    path = engine.settings.outbox.removeprefix("sqlite:///")
+    other = sqlite3.connect(path, isolation_level=None)  # another process, as SQLite sees it
+    other.execute("BEGIN IMMEDIATE")
+    answers: list[Any] = []
+    client = shop_client("starlette", engine)
+    sending = threading.Thread(target=lambda: answers.append(post(client, {"event": "AddToCart"})))
+    sending.start()
+    time.sleep(0.3)
+    assert sending.is_alive()  # the request waits for the outbox, in a thread: the loop goes on
+    assert fetch(client, "GET", "/").status_code == 200
+    other.execute("COMMIT")
+    other.close()
+    sending.join(5)
+    assert answers[0].status_code == 202
+    assert [event["event_name"] for event in rig.delivered()] == ["add_to_cart"]

@@ -758,3 +758,61 @@ def test_open_outbox_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 def test_open_outbox_rejects_bad_urls(url: str) -> None:
     with pytest.raises(ValueError, match="sqlite:///PATH or memory://"):
         open_outbox(url)
+
+
+# --- put_nowait: the event loop's put -----------------------------------------------------------------
+
+
+def test_put_nowait_commits_like_put(make: Factory) -> None:
+    outbox = make(merge=union)
+    assert outbox.put_nowait([ev("a", value=1)]) is True
+    assert outbox.put_nowait([ev("a", value=2), ev("b")]) is True  # merged like put()
+    claimed = outbox.claim(10, now=1.0, lease=60)
+    assert ids(claimed) == ["a", "b"]
+    assert claimed[0].payload["merges"] == 1
+    assert claimed[0].payload["value"] == 2
+
+
+def test_put_nowait_raises_a_failing_merge_like_put(make: Factory) -> None:
+    def broken(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+        raise LookupError("merge failed")
+
+    outbox = make(merge=broken)
+    outbox.put([ev("a")])
+    with pytest.raises(LookupError, match="merge failed"):
+        outbox.put_nowait([ev("a")])
+    assert outbox.put_nowait([ev("c")]) is True  # the failed transaction was rolled back, nothing left open
+
+
+def test_put_nowait_declines_while_a_thread_writes(tmp_path: Path) -> None:
+    outbox = SQLiteOutbox(str(tmp_path / "outbox.sqlite3"))
+    with outbox._write_lock:  # what a put(), claim() or settle() of another thread holds
+        assert outbox.put_nowait([ev("a")]) is False
+    assert outbox.counts(now=0).pending == 0  # nothing written
+    assert outbox.put_nowait([ev("a")]) is True
+    assert outbox.counts(now=0).pending == 1
+
+
+def test_put_nowait_declines_at_once_while_another_process_writes(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    outbox = SQLiteOutbox(str(path))
+    other = sqlite3.connect(path, isolation_level=None)  # another process's connection, as SQLite sees it
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        assert outbox.put_nowait([ev("a")]) is False
+        assert time.monotonic() - started < 1.0  # not the 5 s busy timeout: an event loop never waits
+        conn = outbox._connect()
+        # put() still waits its turn: the busy timeout is back for the blocking path.
+        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == int(outbox_module.BUSY_TIMEOUT * 1000)
+        waiting = threading.Thread(target=outbox.put, args=([ev("b")],))
+        waiting.start()
+        time.sleep(0.2)
+        assert waiting.is_alive()
+    finally:
+        other.execute("COMMIT")
+    waiting.join(5)
+    assert not waiting.is_alive()
+    assert ids(outbox.claim(10, now=1.0, lease=60)) == ["b"]
+    other.close()
+    outbox.close()

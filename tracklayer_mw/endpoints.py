@@ -26,7 +26,7 @@ logger = logging.getLogger("tracklayer_mw")
 
 MAX_BODY = 64 * 1024
 MAX_EVENTS_PER_BODY = 100
-BLOCKING_ROUTES = frozenset({"ingest", "diagnostics"})
+BLOCKING_ROUTES = frozenset({"ingest", "diagnostics"})  # ASGI stores most ingests at once, see asgi.py
 _JSON = [("content-type", "application/json"), ("cache-control", "no-store")]
 _INGEST_TYPES = ("application/json", "text/plain")
 
@@ -75,6 +75,15 @@ class RateLimiter:
             while len(self._buckets) > self._max:
                 self._buckets.popitem(last=False)
             return allowed
+
+
+@dataclass(frozen=True, slots=True)
+class StagedIngest:
+    """An ingest body checked and enriched, its events ready to queue."""
+
+    events: list[Event]
+    rejected: list[dict[str, Any]]  # per-event errors, answered beside the accepted ones
+    cookies: list[tuple[str, str]]  # the response's Set-Cookie headers
 
 
 class Endpoints:
@@ -173,6 +182,13 @@ class Endpoints:
 
     def ingest(self, state: RequestState, body: bytes) -> Answer:
         """Validate, enrich and durably queue the browser's events. Blocking (SQLite): run off the loop."""
+        staged = self.stage_ingest(state, body)
+        if isinstance(staged, Answer):
+            return staged
+        return self.store_ingest(staged)
+
+    def stage_ingest(self, state: RequestState, body: bytes) -> Answer | StagedIngest:
+        """Everything before storing (no I/O): the events to queue, or the answer when there are none."""
         try:
             document = json.loads(body.decode("utf-8"))
         except UnicodeDecodeError:
@@ -217,17 +233,34 @@ class Endpoints:
         if not final:
             first = rejected[0]["error"] if rejected else "no events"
             return json_answer(400, {"error": first, "rejected": rejected}, cookies)
+        return StagedIngest(final, rejected, cookies)
+
+    def store_ingest(self, staged: StagedIngest) -> Answer:
+        """Queue staged events (blocking: off the event loop): the 202, or a 503 if the outbox fails."""
+        answer = self._store(staged, wait=True)
+        assert answer is not None  # waiting, the outbox always decides
+        return answer
+
+    def store_ingest_nowait(self, staged: StagedIngest) -> Answer | None:
+        """store_ingest() if the outbox can take the events at once, else None (nothing queued)."""
+        return self._store(staged, wait=False)
+
+    def _store(self, staged: StagedIngest, *, wait: bool) -> Answer | None:
         try:
-            self.engine.queue(final)
+            if not self.engine.queue(staged.events, wait=wait):
+                return None
         except Exception:
-            logger.exception("tracklayer: the outbox could not store %d events", len(final))
+            logger.exception("tracklayer: the outbox could not store %d events", len(staged.events))
             return json_answer(
                 503, {"error": "outbox: temporarily unavailable, retry later"}, [("retry-after", "5")]
             )
-        answer: dict[str, Any] = {"accepted": len(final), "event_ids": [event.event_id for event in final]}
-        if rejected:
-            answer["rejected"] = rejected
-        return json_answer(202, answer, cookies)
+        answer: dict[str, Any] = {
+            "accepted": len(staged.events),
+            "event_ids": [event.event_id for event in staged.events],
+        }
+        if staged.rejected:
+            answer["rejected"] = staged.rejected
+        return json_answer(202, answer, staged.cookies)
 
     def _parse(self, raw: object, where: str, now: float, escapes: bool) -> Event | str:
         """One browser event, or what is wrong with it (with its field path)."""

@@ -378,12 +378,18 @@ class Engine:
             return "no consent"
         return None
 
-    def queue(self, events: list[Event]) -> None:
-        """Durable on return (raises when the outbox cannot write)."""
-        self.outbox.put(
-            [NewEvent(event.event_id, event.event, event.event_time, event.to_payload()) for event in events]
-        )
+    def queue(self, events: list[Event], *, wait: bool = True) -> bool:
+        """Durable on return (raises when the outbox cannot write). With `wait=False` (an event loop),
+        False instead of waiting for the outbox: nothing was queued, call again with `wait=True`."""
+        rows = [
+            NewEvent(event.event_id, event.event, event.event_time, event.to_payload()) for event in events
+        ]
+        if wait:
+            self.outbox.put(rows)
+        elif not self.outbox.put_nowait(rows):
+            return False
         self.deliverer.wake()
+        return True
 
     def track(
         self,
