@@ -98,8 +98,22 @@ def scope(path: str, query: str) -> dict[str, Any]:
     }
 
 
+class RawConsent:
+    """A consent callable that reads `request.raw` (the README promises it): granted when the
+    scope or environ the view was read from says the request is for one of the shop's paths."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def __call__(self, request: Any) -> bool:
+        raw = request.raw
+        self.seen.append(str(raw.get("path", raw.get("PATH_INFO"))))
+        return "tracklayer" not in raw  # never the mapping holding the state (that would be a cycle)
+
+
 def test_asgi_requests_leave_no_cycles(rig: Rig) -> None:
-    app = starlette_app(rig.engine())
+    consent = RawConsent()
+    app = starlette_app(rig.engine(consent=consent))
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -117,6 +131,7 @@ def test_asgi_requests_leave_no_cycles(rig: Rig) -> None:
     assert [m["status"] for m in starts] == [200] * 2 * len(REQUESTS)
     assert any(name == b"set-cookie" for name, _ in starts[-1]["headers"])  # the landing set cookies
     assert rig.delivered(), "track() queued its events"
+    assert {"/buy", "/page"} <= set(consent.seen)
 
 
 def wsgi_app(engine: Engine) -> TrackLayerWSGIMiddleware:
@@ -152,7 +167,8 @@ def environ(path: str, query: str) -> dict[str, Any]:
 
 
 def test_wsgi_requests_leave_no_cycles(rig: Rig) -> None:
-    app = wsgi_app(rig.engine())
+    consent = RawConsent()
+    app = wsgi_app(rig.engine(consent=consent))
     statuses: list[str] = []
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -170,3 +186,4 @@ def test_wsgi_requests_leave_no_cycles(rig: Rig) -> None:
     assert cyclic_garbage(requests) == []
     assert statuses == ["200 OK"] * 2 * len(REQUESTS)
     assert rig.delivered(), "track() queued its events"
+    assert {"/buy", "/page"} <= set(consent.seen)

@@ -51,6 +51,9 @@ class RequestView:
     query_string: str
     headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
     client_ip: str | None
+    # The ASGI scope or WSGI environ the view was read from (a consent callable may look at it).
+    # Never the mapping that holds the request's state: that would be a reference cycle per request.
+    raw: Any = field(repr=False)
     cookies: dict[str, str] = field(default_factory=dict)
     authority: str | None = None  # host[:port] as requested, for URLs (`host` has no port)
 
@@ -114,6 +117,7 @@ def view_from_scope(scope: Mapping[str, Any], trusted_hops: int) -> RequestView:
         query_string=scope.get("query_string", b"").decode("latin-1"),
         headers=headers,
         client_ip=ip,
+        raw=scope,
         authority=authority,
     )
     view.cookies = parse_cookies(headers.get("cookie", ""))
@@ -145,6 +149,7 @@ def view_from_environ(environ: Mapping[str, Any], trusted_hops: int) -> RequestV
         query_string=environ.get("QUERY_STRING", ""),
         headers=headers,
         client_ip=ip,
+        raw=environ,
         authority=authority,
     )
     view.cookies = parse_cookies(headers.get("cookie", ""))

@@ -81,7 +81,7 @@ class TrackLayerWSGIMiddleware:
         if light is not None:
             return self._run_app(environ, light)  # outside the guard: the host's exceptions are its own
         with guard("reading the request"):
-            view = view_from_environ(environ, self._hops)
+            view = view_from_environ(dict(environ), self._hops)  # a copy: the environ will hold the state
             route = self.endpoints.route(view.path)
             state = self.engine.begin(view)
             if route is None:
