@@ -582,6 +582,96 @@ def test_stop_settles_the_request_in_flight(
     assert len(sandbox.received) == 1500
 
 
+def test_a_failing_next_send_still_settles_the_batch_pinterest_answered(
+    outbox: SQLiteOutbox,
+    sandbox: PinterestSandbox,
+    make_deliverer: Callable[..., Deliverer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    queue_n(outbox, 2000)
+    deliverer = make_deliverer(Validating(InFlight(sandbox.transport(), outbox, first=2000)))
+    real_send = deliverer._send
+    sends: list[int] = []
+
+    def send_then_fail(batch: Any) -> Any:
+        sends.append(len(batch.rows))
+        if len(sends) == 2:  # the batch claimed ahead, e.g. at interpreter shutdown
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        return real_send(batch)
+
+    monkeypatch.setattr(deliverer, "_send", send_then_fail)
+    with pytest.raises(RuntimeError):
+        deliverer.run_once()
+    assert outcomes(outbox) == [(f"e-{i}", "processed") for i in range(1000)]  # settled all the same
+    assert totals(outbox, NOW) == (0, 0, 1000, 0)  # the other batch: claimed ahead, not sent
+    monkeypatch.setattr(deliverer, "_send", real_send)
+    assert drain_all(deliverer) == [1000, 0]
+    assert len(sandbox.received) == 2000
+
+
+class SlowClockTransport(httpx.BaseTransport):
+    """Each request takes `seconds` on the test's clock (a slow Pinterest)."""
+
+    def __init__(self, inner: httpx.BaseTransport, clock: Clock, seconds: float) -> None:
+        self.inner, self.clock, self.seconds = inner, clock, seconds
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.clock.advance(self.seconds)
+        return self.inner.handle_request(request)
+
+
+def test_a_batch_claimed_ahead_too_long_ago_goes_back_instead_of_out(
+    outbox: SQLiteOutbox, sandbox: PinterestSandbox, clock: Clock, make_deliverer: Callable[..., Deliverer]
+) -> None:
+    # Sent after a slow request, a batch claimed ahead could outlive its lease in flight (and another
+    # process claim and send it meanwhile): it is handed back and claimed again with a fresh lease.
+    queue_n(outbox, 2000)
+    transport = Validating(SlowClockTransport(sandbox.transport(), clock, LEASE_SECONDS / 2))
+    deliverer = make_deliverer(transport)
+    assert deliverer.run_once() == 1000
+    time.sleep(0.2)  # a request sent ahead would be at the transport by now (it runs on the sender thread)
+    assert transport.sizes == [1000]  # the batch claimed meanwhile was not sent
+    assert deliverer.run_once() == 1000  # released, claimed again, sent
+    assert transport.sizes == [1000, 1000]
+    assert deliverer.run_once() == 0
+    assert len(sandbox.received) == 2000
+    assert totals(outbox, clock.now) == (0, 0, 0, 0)
+
+
+def test_a_thread_left_by_a_timed_out_stop_ends_and_never_runs_beside_the_new_one(
+    outbox: SQLiteOutbox, sandbox: PinterestSandbox, make_deliverer: Callable[..., Deliverer]
+) -> None:
+    release = threading.Event()
+    inner = sandbox.transport()
+
+    class Held(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            release.wait(10)
+            return inner.handle_request(request)
+
+    deliverer = make_deliverer(Validating(Held()))
+    queue_n(outbox, 3)
+    deliverer.start()
+    deliverer.wake()
+    deadline = time.monotonic() + 5
+    while outbox.counts(now=NOW).in_flight == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    old = [t for t in threading.enumerate() if t.name == "tracklayer.Deliverer"]
+    deliverer.stop(timeout=0.2)  # the request is still held: the thread outlives stop()
+    assert any(t.is_alive() for t in old)
+    deliverer.start()
+    release.set()
+    for thread in old:
+        thread.join(5)
+        assert not thread.is_alive()  # its own stop event stayed set
+    alive = [t for t in threading.enumerate() if t.name == "tracklayer.Deliverer" and t.is_alive()]
+    assert len(alive) == 1
+    assert deliverer.flush(5)
+    assert sorted(r.event_id for r in sandbox.received) == ["e-0", "e-1", "e-2"]
+    deliverer.stop()
+
+
 def test_batch_size_is_checked_against_pinterests_limit(outbox: SQLiteOutbox) -> None:
     with pytest.raises(ValueError, match="batch_size"):
         Deliverer(outbox, pinterest(), batch_size=1001)

@@ -16,11 +16,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import httpx
@@ -64,6 +65,36 @@ class _Batch:
     rows: list[ClaimedEvent]  # the rows to send, and their events
     events: list[Event]
     pid: int  # the process that claimed it: a forked child never sends its parent's batch
+    claimed_at: float  # a batch claimed ahead is sent only while its lease has time left
+
+
+class _Sender:
+    """One daemon thread sending requests in order. Not a ThreadPoolExecutor: its threads are joined
+    at interpreter exit, so a request in flight would hold a stopping process for its whole timeout;
+    what a daemon thread leaves unsettled comes back when its lease ends."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[SendOutcome], Callable[[], SendOutcome]] | None] = (
+            queue.SimpleQueue()
+        )
+        threading.Thread(target=self._loop, name="tracklayer.Sender", daemon=True).start()
+
+    def submit(self, send: Callable[[], SendOutcome]) -> Future[SendOutcome]:
+        future: Future[SendOutcome] = Future()
+        self._jobs.put((future, send))
+        return future
+
+    def shutdown(self) -> None:
+        self._jobs.put(None)  # after the jobs already queued
+
+    def _loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, send = job
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(send())
+                except BaseException as exc:  # handed to the delivery thread, which settles or retries
+                    future.set_exception(exc)
 
 
 class Deliverer:
@@ -91,13 +122,14 @@ class Deliverer:
         self._rand = rand
         self._client: httpx.Client | None = None
         self._client_pid = 0
-        self._sender: ThreadPoolExecutor | None = None
+        self._sender: _Sender | None = None
         self._sender_pid = 0
         self._next: _Batch | None = None  # claimed ahead, not sent yet
         self._in_flight: tuple[_Batch, Future[SendOutcome]] | None = None  # sent, to settle next cycle
         self._thread: threading.Thread | None = None
         self._thread_pid = 0
         self._lock = threading.Lock()
+        self._cycle_lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._cycle = threading.Condition()
@@ -122,14 +154,16 @@ class Deliverer:
                     "sent (set TRACKLAYER_PINTEREST_AD_ACCOUNT_ID and TRACKLAYER_PINTEREST_ACCESS_TOKEN)"
                 )
             return 0
+        with self._cycle_lock:  # a thread left over from a timed-out stop() never overlaps the new one
+            return self._cycle_locked(now)
+
+    def _cycle_locked(self, now: float) -> int:
         batch, sending = self._take_in_flight()  # sent at the end of the last cycle
         if sending is None:
             if now < self.paused_until:
                 self._release_next()
                 return 0
-            batch, self._next = self._next, None
-            if batch is None or batch.pid != os.getpid():
-                batch = self._claim(now)
+            batch = self._take_next(now) or self._claim(now)
             if not batch.rows:
                 return batch.claimed
             sending = self._send(batch)
@@ -139,18 +173,41 @@ class Deliverer:
                 self._next = self._claim(now)
         finally:  # even when that claim failed, the batch in flight is settled
             outcome = sending.result()
-            ahead = self._next
-            if outcome.kind != "retry" and ahead is not None and ahead.rows and not self._stopping.is_set():
-                # Keep the pipe full: the next request goes out before this batch is settled.
-                self._next, self._in_flight = None, (ahead, self._send(ahead))
-            self.outbox.settle(self._settle(batch.rows, batch.events, outcome, self._clock()))
-            if self.paused_until > now:
-                self._release_next()
+            try:
+                ahead = self._next
+                if (
+                    outcome.kind != "retry"
+                    and ahead is not None
+                    and ahead.rows
+                    and self._fresh(ahead, self._clock())
+                    and not self._stopping.is_set()
+                ):
+                    # Keep the pipe full: the next request goes out before this batch is settled.
+                    self._next, self._in_flight = None, (ahead, self._send(ahead))
+            finally:  # Pinterest answered: settle, whatever happened to the next send
+                self.outbox.settle(self._settle(batch.rows, batch.events, outcome, self._clock()))
+                if self.paused_until > now:
+                    self._release_next()
         return batch.claimed
+
+    def _fresh(self, batch: _Batch, now: float) -> bool:
+        # Its lease runs from the claim: sent later than this, it could outlive the lease in flight and
+        # be claimed and sent by another process meanwhile.
+        return batch.pid == os.getpid() and now - batch.claimed_at < LEASE_SECONDS / 3
+
+    def _take_next(self, now: float) -> _Batch | None:
+        """The batch claimed ahead, if it is still fresh; a stale one goes back to the outbox."""
+        batch, self._next = self._next, None
+        if batch is not None and self._fresh(batch, now):
+            return batch
+        self._next = batch
+        self._release_next()
+        return None
 
     def _send(self, batch: _Batch) -> Future[SendOutcome]:
         assert self.adapter is not None
-        return self._send_pool().submit(self.adapter.send, self._http_client(), batch.events)
+        adapter, client, events = self.adapter, self._http_client(), batch.events
+        return self._send_pool().submit(lambda: adapter.send(client, events))
 
     def _take_in_flight(self) -> tuple[_Batch | None, Future[SendOutcome] | None]:
         in_flight, self._in_flight = self._in_flight, None
@@ -187,7 +244,7 @@ class Deliverer:
             events.append(event)
         if dead:
             self.outbox.settle(Settlement(now, dead=dead, log=dead_log))
-        return _Batch(len(claimed), rows, events, os.getpid())
+        return _Batch(len(claimed), rows, events, os.getpid(), now)
 
     def _release_next(self) -> None:
         """Hand a batch claimed ahead back unsent, due when the pause ends (or now)."""
@@ -287,10 +344,10 @@ class Deliverer:
             )
         self.outbox.purge_log(before=now - LOG_RETENTION_SECONDS)
 
-    def _send_pool(self) -> ThreadPoolExecutor:
+    def _send_pool(self) -> _Sender:
         # One thread, so requests still go out one at a time; like the client, one per process.
         if self._sender is None or self._sender_pid != os.getpid():
-            self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracklayer.Sender")
+            self._sender = _Sender()
             self._sender_pid = os.getpid()
         return self._sender
 
@@ -312,17 +369,21 @@ class Deliverer:
         with self._lock:
             if self.is_alive:
                 return
-            self._stopping.clear()
-            self._thread = threading.Thread(target=self._run, name="tracklayer.Deliverer", daemon=True)
+            # A stop event per thread: a thread still finishing after a timed-out stop() keeps its own
+            # (set) event and ends; clearing a shared one would have kept it running beside this one.
+            self._stopping = threading.Event()
+            self._thread = threading.Thread(
+                target=self._run, args=(self._stopping,), name="tracklayer.Deliverer", daemon=True
+            )
             self._thread_pid = os.getpid()
             self._thread.start()
 
     def wake(self) -> None:
         self._wake.set()
 
-    def _run(self) -> None:
+    def _run(self, stopping: threading.Event) -> None:
         errors = 0
-        while not self._stopping.is_set():
+        while not stopping.is_set():
             try:
                 handled = self.run_once()
                 # Between cycles and outside every lock, so no request's put() waits on a checkpoint.
@@ -332,19 +393,19 @@ class Deliverer:
                 errors += 1
                 logger.exception("tracklayer: delivery cycle failed; retrying")
                 handled = 0
-                self._stopping.wait(min(30.0, backoff(errors, rand=self._rand)))
+                stopping.wait(min(30.0, backoff(errors, rand=self._rand)))
             with self._cycle:
                 self._cycles += 1
                 self._cycle.notify_all()
             if handled >= self.batch_size:
                 continue  # a backlog: keep going without waiting
-            self._wait_for_work()
-        with contextlib.suppress(Exception):  # else its lease brings it back within LEASE_SECONDS
+            self._wait_for_work(stopping)
+        with contextlib.suppress(Exception), self._cycle_lock:  # else its lease brings it back later
             self._finish_in_flight()
             self._release_next()
         self.outbox.close()  # this thread's connection: sqlite3 lets only its own thread close it
 
-    def _wait_for_work(self) -> None:
+    def _wait_for_work(self, stopping: threading.Event) -> None:
         now = self._clock()
         timeout = POLL_SECONDS
         if self.paused_until > now:
@@ -358,7 +419,7 @@ class Deliverer:
                 timeout = min(timeout, max(due - now, 0.01))
         if self._wake.wait(timeout):
             self._wake.clear()
-            self._stopping.wait(LINGER_SECONDS)
+            stopping.wait(LINGER_SECONDS)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until nothing is due for sending.
@@ -399,13 +460,13 @@ class Deliverer:
         if thread is not None and self._thread_pid == os.getpid():
             thread.join(timeout)
         if thread is None or not thread.is_alive():  # else it is still the thread's to finish
-            with contextlib.suppress(Exception):  # what run_once() called from this thread left
+            with contextlib.suppress(Exception), self._cycle_lock:  # what run_once() from here left
                 self._finish_in_flight()
                 self._release_next()
         self._thread = None
         if self._sender is not None and self._sender_pid == os.getpid():
             # Not waiting: stop() keeps to its timeout; a request still in flight finishes on its own.
-            self._sender.shutdown(wait=False)
+            self._sender.shutdown()
         self._sender = None
         if self._client is not None and self._client_pid == os.getpid():
             self._client.close()
