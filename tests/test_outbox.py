@@ -816,3 +816,44 @@ def test_put_nowait_declines_at_once_while_another_process_writes(tmp_path: Path
     assert ids(outbox.claim(10, now=1.0, lease=60)) == ["b"]
     other.close()
     outbox.close()
+
+
+def test_a_put_interrupted_while_waiting_for_its_group_leaves_later_puts_working(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outbox = SQLiteOutbox(str(tmp_path / "outbox.sqlite3"))
+
+    class InterruptedOnce(threading.Event):
+        fired = False
+
+        def wait(self, timeout: float | None = None) -> bool:
+            if not InterruptedOnce.fired:
+                InterruptedOnce.fired = True
+                raise KeyboardInterrupt  # what Ctrl-C raises in the main thread
+            return super().wait(timeout)
+
+    leader = threading.Thread(target=outbox.put, args=([ev("first")],))
+    with outbox._write_lock:  # the leader's transaction waits here, so the next put joins its group
+        leader.start()
+        deadline = time.monotonic() + 5
+        while not outbox._leading:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        monkeypatch.setattr(outbox_module._Put, "__init__", _put_init_with(InterruptedOnce))
+        with pytest.raises(KeyboardInterrupt):
+            outbox.put([ev("interrupted")])
+        monkeypatch.undo()
+    leader.join(5)
+    later = threading.Thread(target=outbox.put, args=([ev("later")],))
+    later.start()
+    later.join(5)
+    assert not later.is_alive()  # it waited for good when the interrupted put kept its place in the queue
+    assert ids(outbox.claim(10, now=1.0, lease=60)) == ["first", "later"]
+    outbox.close()
+
+
+def _put_init_with(event_type: type[threading.Event]) -> Callable[..., None]:
+    def init(self: Any, rows: list[tuple[Any, ...]]) -> None:
+        self.rows, self.done, self.lead, self.error = rows, event_type(), False, None
+
+    return init

@@ -16,6 +16,7 @@ a process whose worker does not run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -132,6 +133,13 @@ def _dump_rows(rows: Sequence[Any]) -> str:
     return json.dumps(rows, separators=(",", ":"))
 
 
+def _rollback(conn: sqlite3.Connection) -> None:
+    # Also after a failed COMMIT (disk full, I/O error), which may leave the transaction open: an
+    # open one would keep SQLite's write lock from every other writer for good.
+    with contextlib.suppress(sqlite3.Error):
+        conn.rollback()
+
+
 def _load_or_empty(payload: str) -> Any:
     try:
         return json.loads(payload)
@@ -219,7 +227,6 @@ _RETRY_DEAD = """UPDATE outbox SET dead = 0, attempts = 0, mergeable = NULL, ava
 _DEAD_LETTERS = """SELECT id, event_id, event_name, event_time, attempts, last_error, died_at FROM outbox
     WHERE dead = 1 ORDER BY died_at DESC, id DESC LIMIT ?"""
 _LOG_COLUMNS = tuple(field.name for field in fields(LogEntry))
-# LogEntry's fields, in order, from a JSON array of arrays.
 _log_row = attrgetter(*_LOG_COLUMNS)  # an entry's fields as a tuple
 # Many rows per INSERT (one step; faster than executemany or json_each here), in chunks of one size
 # so the statement cache keeps it; fewer when SQLite was built with a low variable limit.
@@ -313,18 +320,14 @@ class SQLiteOutbox:
             conn.execute("BEGIN IMMEDIATE")  # take the write lock up front: no deadlock on a lock upgrade
             try:
                 yield conn
+                conn.commit()
             except BaseException:
-                conn.rollback()
+                _rollback(conn)
                 raise
-            conn.commit()
 
     def _write(self, sql: str, params: Sequence[Any]) -> int:
         with self._tx() as conn:
             return conn.execute(sql, params).rowcount
-
-    def _write_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        with self._tx() as conn:
-            conn.executemany(sql, rows)
 
     def put_nowait(self, events: Sequence[NewEvent]) -> bool:
         """put(), when it can be done at once; False, with nothing written, when it would wait.
@@ -351,12 +354,12 @@ class SQLiteOutbox:
             self._local.merge_error = None
             try:
                 conn.executemany(_PUT, rows)
+                conn.commit()
             except BaseException as exc:
-                conn.rollback()
+                _rollback(conn)
                 if isinstance(exc, sqlite3.Error) and self._local.merge_error is not None:
                     raise self._local.merge_error from exc
                 raise
-            conn.commit()
             return True
         finally:
             self._write_lock.release()
@@ -381,12 +384,30 @@ class SQLiteOutbox:
             lead = not self._leading
             self._leading = True
         if not lead:
-            mine.done.wait()
+            try:
+                mine.done.wait()
+            except BaseException:  # interrupted (KeyboardInterrupt in the main thread): raise, unwritten
+                self._abandon(mine)
+                raise
             lead = mine.lead  # handed the lead: this put was not written yet
         if lead:
             self._commit_group()
         if mine.error is not None:
             raise mine.error
+
+    def _abandon(self, put: _Put) -> None:
+        """A put that stops waiting leaves the queue, and hands on the lead if it had been given it,
+        so that the puts after it are still written (else every later put() would wait forever)."""
+        with self._group_lock:
+            if put in self._group:
+                self._group.remove(put)
+            if put.lead:
+                put.lead = False
+                if self._group:
+                    self._group[0].lead = True
+                    self._group[0].done.set()
+                else:
+                    self._leading = False
 
     def _commit_group(self) -> None:
         with self._group_lock:
@@ -437,6 +458,8 @@ class SQLiteOutbox:
             return []
         conn = self._connect()
         (text,) = conn.execute(_CLAIMED, (ids,)).fetchone()
+        if text is None:  # every claimed row went meanwhile (another process settled it after our lease)
+            return []
         try:
             rows = json.loads(text)  # one parse for the whole batch
         except ValueError:  # a payload that is not JSON: read row by row, and hand that one over as {}
