@@ -17,12 +17,21 @@ def codec(*keys: str) -> SignedCodec:
     return SignedCodec(keys or ("key-1",), salt="tracklayer.context-cookie", clock=lambda: NOW)
 
 
-def test_values_are_signed_uncompressed() -> None:
-    # zlib would shrink this repetitive value, and costs ~30 us per landing: it is never used.
-    value = {"e": EPIK, "r": EPIK, "t": int(NOW)}
-    token = codec().dumps(value)
+def test_small_values_are_signed_uncompressed_and_large_ones_compressed() -> None:
+    # zlib would shrink this repetitive value a little, and costs ~10-30 us per landing: not used.
+    small = {"e": EPIK, "r": EPIK, "t": int(NOW)}
+    token = codec().dumps(small)
     assert not token.startswith(".")
-    assert codec().loads(token, max_age=60) == (value, int(NOW))
+    assert codec().loads(token, max_age=60) == (small, int(NOW))
+    # A long landing URL with its utm values: compressed, so the cookie stays far from 4 KB.
+    large = {
+        "e": EPIK,
+        "l": "https://shop.example/landing?" + "&".join(f"utm_{i}=spring-sale" for i in range(60)),
+    }
+    token = codec().dumps(large)
+    assert token.startswith(".")
+    assert len(token) < 600
+    assert codec().loads(token, max_age=60) == (large, int(NOW))
 
 
 def test_compressed_values_signed_by_plain_itsdangerous_still_load() -> None:
@@ -54,6 +63,12 @@ def test_tokens_are_what_plain_itsdangerous_makes() -> None:
 
     plain = URLSafeTimedSerializer(["old-key", "key-1"], salt="tracklayer.linker", signer=FixedClockSigner)
     ours = SignedCodec(["old-key", "key-1"], salt="tracklayer.linker", clock=lambda: NOW)
-    for value in ({"h": "pay.localhost", "c": {"e": "abc", "t": 1}}, {"e": "ünïcode ✓"}, [1, 2.5, None]):
+    large = {"l": "https://shop.example/?" + "&".join(f"k{i}=v{i}" for i in range(100))}  # compressed
+    for value in (
+        {"h": "pay.localhost", "c": {"e": "abc", "t": 1}},
+        {"e": "ünïcode ✓"},
+        [1, 2.5, None],
+        large,
+    ):
         assert ours.dumps(value) == plain.dumps(value)
         assert ours.loads(plain.dumps(value), max_age=60) == (value, int(NOW))
