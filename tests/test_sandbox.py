@@ -581,6 +581,10 @@ def test_events_within_7_days_pass_but_late_ones_are_offline(client: httpx.Clien
             make_event(user_data={"em": [sha("a")], "ph": [sha("1")[:63]]}),
             "user_data.ph parameter. Values must be SHA-256 hashed",
         ),
+        (
+            make_event(user_data={"em": [sha("a") + "\n"]}),  # "$" in a regex would have let it pass
+            "user_data.em parameter. Values must be SHA-256 hashed",
+        ),
         (make_event(custom_data={"currency": "USD", "value": "12,50"}), "custom_data.value parameter."),
         (
             make_event(custom_data={"contents": [{"id": "a", "item_price": "abc"}]}),
@@ -595,6 +599,7 @@ def test_events_within_7_days_pass_but_late_ones_are_offline(client: httpx.Clien
         "action-source",
         "unhashed-em",
         "short-hash",
+        "hash-with-newline",
         "value-not-decimal",
         "item-price",
     ],
@@ -1082,6 +1087,10 @@ def test_a_record_keeps_its_constructor_and_reads_like_before() -> None:
     assert record == same
     assert hash(record) == hash(same)
     assert record != ReceivedEvent(4, NOW, True, ACCOUNT, event, "failed", "bad", None, False)
+    reordered = dict(reversed(list(event.items())))  # equal as a value, packed to other bytes
+    twin = ReceivedEvent(3, NOW, True, ACCOUNT, reordered, "failed", "bad", None, False)
+    assert twin == record
+    assert hash(twin) == hash(record)
     assert (record.event_name, record.event_id) == ("checkout", "order-1")
     assert (record.has_click_id, record.has_email, record.has_ip_ua) == (True, True, True)
     assert repr(record) == (

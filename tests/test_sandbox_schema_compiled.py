@@ -407,7 +407,7 @@ def test_only_local_refs_compile() -> None:
 
 # -- the per-event checks: the usual event takes a shortcut that must not change any message ---------
 
-_REF_SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+_REF_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")  # fullmatch, like checks.py: no trailing "\n"
 _REF_DECIMAL = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
 _REF_CURRENCY = re.compile(r"^[A-Z]{3}$")
 
@@ -424,7 +424,7 @@ def reference_user_and_custom_messages(event: dict[str, Any]) -> tuple[list[str]
         if not values:
             warnings.append(f"user_data.{key} is an empty list; it carries no match signal.")
             continue
-        if not all(_REF_SHA256_HEX.match(value) for value in values):
+        if not all(_REF_SHA256_HEX.fullmatch(value) for value in values):
             errors.append(
                 f"Invalid user_data.{key} parameter. Values must be SHA-256 hashed "
                 "(64 hexadecimal characters)."

@@ -355,5 +355,5 @@ def _is_html(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     """A cheap first look, so that a request without click signals costs nearly nothing on JSON."""
     for name, value in headers:
         if name == b"content-type":
-            return value[:9].lower() == b"text/html"
+            return value.lstrip()[:9].lower() == b"text/html"
     return False

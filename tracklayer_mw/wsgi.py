@@ -302,5 +302,5 @@ def _is_html(headers: Iterable[tuple[str, str]]) -> bool:
     """A cheap first look, so that a request without click signals costs nearly nothing on JSON."""
     for name, value in headers:
         if name.lower() == "content-type":
-            return value[:9].lower() == "text/html"
+            return value.lstrip()[:9].lower() == "text/html"
     return False

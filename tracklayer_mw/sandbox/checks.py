@@ -58,10 +58,10 @@ OFFLINE_AFTER_SECONDS = 3600
 # [§2] value, item_price and predicted_ltv are strings "parsed as a double". Stricter than Java's
 # parser on purpose (no "NaN", no hex, no surrounding spaces): a sender should write plain decimals.
 _DECIMAL = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
-_SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")  # fullmatch: "$" would also take a trailing "\n"
 # What a well-behaved sender writes: lower-case digests. Matching it means neither the error nor
 # the upper-case warning of _SHA256_HEX applies, so the usual event takes one regex per value.
-_LOWER_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_LOWER_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 # Events whose value is a money amount that needs a currency to count (brief: checkout, add to cart).
 _VALUE_NEEDS_CURRENCY = frozenset({"checkout", "add_to_cart"})
@@ -137,9 +137,9 @@ def _check_user_data(user_data: dict[str, Any], verdict: EventVerdict) -> None:
         if not values:
             verdict.warnings.append(f"user_data.{key} is an empty list; it carries no match signal.")
             continue
-        if all(map(_LOWER_SHA256_HEX.match, values)):
+        if all(map(_LOWER_SHA256_HEX.fullmatch, values)):
             continue
-        if not all(map(_SHA256_HEX.match, values)):
+        if not all(map(_SHA256_HEX.fullmatch, values)):
             verdict.errors.append(
                 f"Invalid user_data.{key} parameter. Values must be SHA-256 hashed "
                 "(64 hexadecimal characters)."
