@@ -204,6 +204,13 @@ def test_streamed_page_gets_the_snippet_when_head_ends_in_the_first_chunks(rig: 
     assert rest == b"".join(parts).partition(b"</head>")[2]
 
 
+def test_a_content_type_with_leading_spaces_is_still_html(rig: Rig) -> None:
+    app = _streaming_app(rig.engine(), [PAGE], media_type="  text/html")
+    response = fetch(asgi_client(app), "GET", "/")
+    assert response.headers["content-type"].strip() == "text/html"
+    assert b'data-tl="' in response.content
+
+
 def test_streamed_page_whose_head_ends_late_passes_untouched(rig: Rig) -> None:
     parts = [b"<html><head>", *[b"<!-- " + b"x" * 100 + b" -->"] * 10, b"</head><body></body></html>"]
     response = fetch(asgi_client(_streaming_app(rig.engine(), parts)), "GET", "/")
