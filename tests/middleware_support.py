@@ -347,6 +347,27 @@ def bare_client(framework: str, base_url: str = SHOP) -> Any:
     return wsgi_client(wsgi_app, base_url)
 
 
+def http_scope(
+    path: str, query: str = "", headers: list[tuple[bytes, bytes]] | None = None, method: str = "GET"
+) -> dict[str, Any]:
+    """An ASGI HTTP scope for the shop, for tests that drive an adapter without a test client."""
+    default = [(b"host", SHOP_HOST.encode()), (b"user-agent", BROWSER_UA.encode()), (b"accept", b"text/html")]
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": default if headers is None else headers,
+        "client": (CLIENT_IP, 50000),
+        "server": (SHOP_HOST, 80),
+    }
+
+
 # --- requests and cookies --------------------------------------------------------------------------
 
 

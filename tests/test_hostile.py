@@ -37,6 +37,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 from starlette.types import Message
 
+from tests.middleware_support import http_scope
 from tracklayer_mw import Engine, Settings, TrackLayerMiddleware, TrackLayerWSGIMiddleware, track
 from tracklayer_mw.context import ClickContext
 from tracklayer_mw.linker import Linker
@@ -906,19 +907,7 @@ def test_go_redirects_only_to_linked_hosts(rig: Rig, target: str) -> None:
 )
 def test_the_linker_arrival_redirect_stays_on_the_host(rig: Rig, path: str) -> None:
     """The clean-URL redirect after a `_tlx` arrival must not become protocol-relative."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"_tlx=whatever",
-        "headers": [(b"host", SHOP_HOST.encode()), (b"user-agent", UA.encode())],
-        "client": CLIENT,
-    }
+    scope = http_scope(path, "_tlx=whatever", [(b"host", SHOP_HOST.encode()), (b"user-agent", UA.encode())])
     start = asyncio.run(_drive_asgi(rig.asgi, scope, [b""]))[0]
     assert start["status"] == 302
     location = dict(start["headers"])[b"location"].decode("latin-1")

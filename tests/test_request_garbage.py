@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
-from tests.middleware_support import BROWSER_UA, CLIENT_IP, PAGE, SHOP_HOST, Rig
+from tests.middleware_support import BROWSER_UA, CLIENT_IP, PAGE, SHOP_HOST, Rig, http_scope
 from tracklayer_mw import Settings, TrackLayerMiddleware, TrackLayerWSGIMiddleware, snippet_tag, track
 from tracklayer_mw.engine import Engine
 
@@ -80,24 +80,6 @@ def starlette_app(engine: Engine) -> TrackLayerMiddleware:
     return TrackLayerMiddleware(Starlette(routes=routes), engine=engine)
 
 
-def scope(path: str, query: str) -> dict[str, Any]:
-    headers = [(b"host", SHOP_HOST.encode()), (b"user-agent", BROWSER_UA.encode()), (b"accept", b"text/html")]
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query.encode(),
-        "root_path": "",
-        "headers": headers,
-        "client": (CLIENT_IP, 50000),
-        "server": (SHOP_HOST, 80),
-    }
-
-
 class RawConsent:
     """A consent callable that reads `request.raw` (the README promises it): granted when the
     scope or environ the view was read from says the request is for one of the shop's paths."""
@@ -124,7 +106,7 @@ def test_asgi_requests_leave_no_cycles(rig: Rig) -> None:
 
     async def requests() -> None:
         for path, query in REQUESTS:
-            await app(scope(path, query), receive, send)
+            await app(http_scope(path, query), receive, send)
 
     assert cyclic_garbage(lambda: asyncio.run(requests())) == []
     starts = [m for m in sent if m["type"] == "http.response.start"]
