@@ -672,6 +672,36 @@ def test_a_thread_left_by_a_timed_out_stop_ends_and_never_runs_beside_the_new_on
     deliverer.stop()
 
 
+def test_stop_keeps_to_its_timeout_with_a_request_in_flight(
+    outbox: SQLiteOutbox, sandbox: PinterestSandbox, clock: Clock, make_deliverer: Callable[..., Deliverer]
+) -> None:
+    release = threading.Event()
+    inner = sandbox.transport()
+    requests: list[int] = []
+
+    class HoldSecond(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            requests.append(1)
+            if len(requests) == 2:
+                release.wait(10)
+            return inner.handle_request(request)
+
+    queue_n(outbox, 2000)
+    deliverer = make_deliverer(Validating(HoldSecond()))
+    assert deliverer.run_once() == 1000  # the second batch went out ahead and is held
+    started = time.monotonic()
+    deliverer.stop(timeout=0.3)
+    assert time.monotonic() - started < 2
+    release.set()
+    assert totals(outbox, clock.now) == (0, 0, 1000, 0)  # unsettled: leased until its lease ends
+    clock.advance(LEASE_SECONDS)
+    deliverer.start()
+    assert deliverer.flush(5)
+    deliverer.stop()
+    assert totals(outbox, clock.now) == (0, 0, 0, 0)
+    assert len({r.event_id for r in sandbox.received}) == 2000  # the held one may arrive twice
+
+
 def test_batch_size_is_checked_against_pinterests_limit(outbox: SQLiteOutbox) -> None:
     with pytest.raises(ValueError, match="batch_size"):
         Deliverer(outbox, pinterest(), batch_size=1001)

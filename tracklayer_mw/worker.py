@@ -215,11 +215,13 @@ class Deliverer:
             return None, None
         return in_flight
 
-    def _finish_in_flight(self) -> None:
-        """Wait for a request still in flight and settle its batch (stopping)."""
+    def _finish_in_flight(self, timeout: float | None = None) -> None:
+        """Wait (up to `timeout`) for a request still in flight and settle its batch (stopping).
+        On timeout the batch stays leased: it goes out again when its lease ends."""
         batch, sending = self._take_in_flight()
         if batch is not None and sending is not None:
-            self.outbox.settle(self._settle(batch.rows, batch.events, sending.result(), self._clock()))
+            outcome = sending.result(timeout)
+            self.outbox.settle(self._settle(batch.rows, batch.events, outcome, self._clock()))
 
     def _claim(self, now: float) -> _Batch:
         """Claim a batch and read it; what cannot be sent is buried (and logged) at once."""
@@ -454,6 +456,7 @@ class Deliverer:
                 self._cycle.wait_for(lambda: self._cycles > seen, timeout=min(remaining, 1.0))  # noqa: B023
 
     def stop(self, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
         self._stopping.set()
         self._wake.set()
         thread = self._thread
@@ -461,8 +464,8 @@ class Deliverer:
             thread.join(timeout)
         if thread is None or not thread.is_alive():  # else it is still the thread's to finish
             with contextlib.suppress(Exception), self._cycle_lock:  # what run_once() from here left
-                self._finish_in_flight()
                 self._release_next()
+                self._finish_in_flight(timeout=max(0.0, deadline - time.monotonic()))
         self._thread = None
         if self._sender is not None and self._sender_pid == os.getpid():
             # Not waiting: stop() keeps to its timeout; a request still in flight finishes on its own.
