@@ -39,6 +39,8 @@ from starlette.testclient import TestClient
 
 from tests.pinterest_schema import validate_request_body
 from tracklayer_mw import Engine, Settings, TrackLayerMiddleware, TrackLayerWSGIMiddleware, track
+from tracklayer_mw.engine import RequestState
+from tracklayer_mw.request import RequestView
 from tracklayer_mw.sandbox import PinterestSandbox
 
 SHOP_HOST = "www.shop.localhost"
@@ -433,3 +435,40 @@ def landing_cookies(response: Any) -> dict[str, str]:
 
 def chunks(parts: Iterable[bytes]) -> Iterator[bytes]:
     yield from parts
+
+
+# --- an engine with one step broken -----------------------------------------------------------------
+
+
+class _FailingEngine(Engine):
+    """An engine with one step broken, to show the host's response goes out untouched."""
+
+    def __init__(self, *args: Any, broken: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.broken = broken
+
+    def _fail(self, step: str) -> None:
+        if step == self.broken:
+            raise RuntimeError(f"tracklayer bug in {step}")
+
+    def begin(self, view: RequestView) -> RequestState:
+        self._fail("begin")
+        return super().begin(view)
+
+    def set_cookie_headers(self, state: RequestState, *, cache_control: str | None = None) -> list[str]:
+        self._fail("set_cookie_headers")
+        return super().set_cookie_headers(state, cache_control=cache_control)
+
+    def redirect_location(self, state: RequestState, location: str) -> str | None:
+        self._fail("redirect_location")
+        return super().redirect_location(state, location)
+
+    def arrival(self, state: RequestState) -> str | None:
+        self._fail("arrival")
+        return super().arrival(state)
+
+
+def failing_engine(rig: Rig, broken: str) -> Engine:
+    engine = _FailingEngine(rig.settings(), transport=rig.transport, clock=rig.clock, broken=broken)
+    rig.engines.append(engine)
+    return engine

@@ -32,13 +32,13 @@ from tests.middleware_support import (
     Rig,
     asgi_client,
     bare_client,
+    failing_engine,
     fetch,
     landing_cookies,
     shop_client,
 )
 from tracklayer_mw import Engine, Settings, TrackLayerMiddleware, snippet_tag
-from tracklayer_mw.engine import RequestState
-from tracklayer_mw.request import INJECTED_KEY, RequestView
+from tracklayer_mw.request import INJECTED_KEY
 from tracklayer_mw.snippet import install_jinja
 
 HEAD_END = PAGE.index(b"</head>")
@@ -315,40 +315,6 @@ def test_host_exception_after_an_html_start_propagates(rig: Rig) -> None:
 
     with pytest.raises(HostError, match="failed mid-page"):
         fetch(asgi_client(TrackLayerMiddleware(app, engine=rig.engine())), "GET", "/")
-
-
-class _FailingEngine(Engine):
-    """An engine with one step broken, to show the host's response goes out untouched."""
-
-    def __init__(self, *args: Any, broken: str, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.broken = broken
-
-    def _fail(self, step: str) -> None:
-        if step == self.broken:
-            raise RuntimeError(f"tracklayer bug in {step}")
-
-    def begin(self, view: RequestView) -> RequestState:
-        self._fail("begin")
-        return super().begin(view)
-
-    def set_cookie_headers(self, state: RequestState, *, cache_control: str | None = None) -> list[str]:
-        self._fail("set_cookie_headers")
-        return super().set_cookie_headers(state, cache_control=cache_control)
-
-    def redirect_location(self, state: RequestState, location: str) -> str | None:
-        self._fail("redirect_location")
-        return super().redirect_location(state, location)
-
-    def arrival(self, state: RequestState) -> str | None:
-        self._fail("arrival")
-        return super().arrival(state)
-
-
-def failing_engine(rig: Rig, broken: str) -> Engine:
-    engine = _FailingEngine(rig.settings(), transport=rig.transport, clock=rig.clock, broken=broken)
-    rig.engines.append(engine)
-    return engine
 
 
 @pytest.mark.parametrize(

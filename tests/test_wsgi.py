@@ -22,14 +22,14 @@ from tests.middleware_support import (
     HostError,
     Rig,
     bare_client,
+    failing_engine,
     fetch,
     set_cookies,
     shop_client,
     wsgi_client,
 )
 from tracklayer_mw import Engine, Settings, TrackLayerWSGIMiddleware
-from tracklayer_mw.engine import RequestState
-from tracklayer_mw.request import INJECTED_KEY, RequestView
+from tracklayer_mw.request import INJECTED_KEY
 
 HEAD_END = PAGE.index(b"</head>")
 StartResponse = Callable[..., Any]
@@ -256,34 +256,6 @@ def test_error_page_started_with_exc_info_passes(rig: Rig) -> None:
     assert (started, body) == ([("500 Internal Server Error", True)], b"sorry")
 
 
-class _FailingEngine(Engine):
-    """An engine with one step broken, to show the host's response goes out untouched."""
-
-    def __init__(self, *args: Any, broken: str, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.broken = broken
-
-    def _fail(self, step: str) -> None:
-        if step == self.broken:
-            raise RuntimeError(f"tracklayer bug in {step}")
-
-    def begin(self, view: RequestView) -> RequestState:
-        self._fail("begin")
-        return super().begin(view)
-
-    def set_cookie_headers(self, state: RequestState, *, cache_control: str | None = None) -> list[str]:
-        self._fail("set_cookie_headers")
-        return super().set_cookie_headers(state, cache_control=cache_control)
-
-    def redirect_location(self, state: RequestState, location: str) -> str | None:
-        self._fail("redirect_location")
-        return super().redirect_location(state, location)
-
-    def arrival(self, state: RequestState) -> str | None:
-        self._fail("arrival")
-        return super().arrival(state)
-
-
 @pytest.mark.parametrize(
     ("broken", "path"),
     [
@@ -301,9 +273,7 @@ class _FailingEngine(Engine):
 def test_host_response_passes_unchanged_when_the_engine_fails(
     rig: Rig, framework: str, broken: str, path: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    engine = _FailingEngine(rig.settings(), transport=rig.transport, clock=rig.clock, broken=broken)
-    rig.engines.append(engine)
-    response = fetch(shop_client(framework, engine), "GET", path)
+    response = fetch(shop_client(framework, failing_engine(rig, broken)), "GET", path)
     assert as_sent(response) == as_sent(fetch(bare_client(framework), "GET", path))
     assert f"tracklayer bug in {broken}" in caplog.text
 
