@@ -1,16 +1,19 @@
 """Shared fixtures: settings, the Pinterest sandbox, apps behind the middleware.
 
-Topic-specific helpers live beside the tests that use them (`*_support.py`), not here.
+Topic-specific helpers live beside the tests that use them (`*_support.py`); only fixtures many
+test files share are here.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.middleware_support import Rig
 from tracklayer_mw import Settings
 
 SECRET = "test-secret-key-0123456789abcdef"
@@ -35,6 +38,14 @@ def make_settings(tmp_path: Any) -> Callable[..., Settings]:
         return Settings(**values)
 
     return factory
+
+
+@pytest.fixture
+def rig(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[Rig]:
+    """Engines on a fake clock delivering to one checked sandbox; everything queued must drain."""
+    rig = Rig(make_settings, tmp_path)
+    yield rig
+    rig.close()
 
 
 @pytest.fixture(scope="session")

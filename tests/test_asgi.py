@@ -6,9 +6,8 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -37,18 +36,11 @@ from tests.middleware_support import (
     landing_cookies,
     shop_client,
 )
-from tracklayer_mw import Engine, Settings, TrackLayerMiddleware, snippet_tag
+from tracklayer_mw import Engine, TrackLayerMiddleware, snippet_tag
 from tracklayer_mw.request import INJECTED_KEY
 from tracklayer_mw.snippet import install_jinja
 
 HEAD_END = PAGE.index(b"</head>")
-
-
-@pytest.fixture
-def rig(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[Rig]:
-    rig = Rig(make_settings, tmp_path)
-    yield rig
-    rig.close()
 
 
 def as_sent(response: Any) -> tuple[int, list[tuple[str, str]], bytes]:

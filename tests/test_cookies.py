@@ -5,8 +5,6 @@ Attributes are matched exactly; the once-a-day refresh runs on the fake clock.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,18 +24,11 @@ from tests.middleware_support import (
     set_cookies,
     shop_client,
 )
-from tracklayer_mw import Engine, Settings
+from tracklayer_mw import Engine
 from tracklayer_mw.context import ClickContext
 
 EPIK = "dj0yJnU9cGluLWNsaWNr"
 DAY = 86_400
-
-
-@pytest.fixture
-def rig(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[Rig]:
-    rig = Rig(make_settings, tmp_path)
-    yield rig
-    rig.close()
 
 
 def remembered(rig: Rig, response: Any) -> ClickContext | None:

@@ -10,7 +10,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -30,18 +29,11 @@ from tests.middleware_support import (
     fetch,
     shop_client,
 )
-from tracklayer_mw import Settings, TrackLayerMiddleware, TrackLayerWSGIMiddleware
+from tracklayer_mw import TrackLayerMiddleware, TrackLayerWSGIMiddleware
 from tracklayer_mw.endpoints import MAX_BODY, RateLimiter
 
 INGEST = "/_tl/ingest"
 EPIK = "dj0yJnU9aW5nZXN0"
-
-
-@pytest.fixture
-def rig(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[Rig]:
-    rig = Rig(make_settings, tmp_path)
-    yield rig
-    rig.close()
 
 
 def post(client: Any, body: Any, *, content_type: str = "application/json", **kwargs: Any) -> Any:

@@ -3,8 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -24,7 +23,7 @@ from tests.middleware_support import (
     set_cookies,
     shop_client,
 )
-from tracklayer_mw import Engine, Settings
+from tracklayer_mw import Engine
 from tracklayer_mw.context import ClickContext
 from tracklayer_mw.linker import TOKEN_MAX_AGE
 
@@ -32,13 +31,6 @@ EPIK = "dj0yJnU9c2hvcC1jbGljaw"
 PAY = f"https://{PAY_HOST}"
 OLD_KEY = "old-secret-key-0123456789abcdef"
 NEW_KEY = "new-secret-key-0123456789abcdef"
-
-
-@pytest.fixture
-def rig(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[Rig]:
-    rig = Rig(make_settings, tmp_path)
-    yield rig
-    rig.close()
 
 
 def pay_engine(rig: Rig, **overrides: Any) -> Engine:

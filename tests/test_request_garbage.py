@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterable
 from typing import Any
 
-import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 from tests.middleware_support import BROWSER_UA, CLIENT_IP, PAGE, SHOP_HOST, Rig, http_scope
-from tracklayer_mw import Settings, TrackLayerMiddleware, TrackLayerWSGIMiddleware, snippet_tag, track
+from tracklayer_mw import TrackLayerMiddleware, TrackLayerWSGIMiddleware, snippet_tag, track
 from tracklayer_mw.engine import Engine
 
 EPIK = "dj0yJnU9bXRfT0FzZk5XSzJ0Q3hnTlRzTkdzTF9CbHRT"
@@ -32,13 +30,6 @@ REQUESTS = [
     ("/template", ""),  # snippet_tag() places the tag itself
     ("/page", f"epik={EPIK}"),  # a landing: state built up front, cookies set
 ]
-
-
-@pytest.fixture
-def rig(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[Rig]:
-    rig = Rig(make_settings, tmp_path)
-    yield rig
-    rig.close()
 
 
 def cyclic_garbage(run_requests: Callable[[], None]) -> list[str]:

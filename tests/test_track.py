@@ -8,8 +8,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -32,13 +31,6 @@ from tracklayer_mw.request import STATE_KEY, view_from_scope
 
 EPIK = "dj0yJnU9dHJhY2s"
 ANN = hashlib.sha256(b"ann@example.com").hexdigest()
-
-
-@pytest.fixture
-def rig(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[Rig]:
-    rig = Rig(make_settings, tmp_path)
-    yield rig
-    rig.close()
 
 
 def request_seen_by(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 import wsgiref.validate
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import flask
@@ -28,18 +27,11 @@ from tests.middleware_support import (
     shop_client,
     wsgi_client,
 )
-from tracklayer_mw import Engine, Settings, TrackLayerWSGIMiddleware
+from tracklayer_mw import Engine, TrackLayerWSGIMiddleware
 from tracklayer_mw.request import INJECTED_KEY
 
 HEAD_END = PAGE.index(b"</head>")
 StartResponse = Callable[..., Any]
-
-
-@pytest.fixture
-def rig(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[Rig]:
-    rig = Rig(make_settings, tmp_path)
-    yield rig
-    rig.close()
 
 
 def as_sent(response: Any) -> tuple[int, list[tuple[str, str]], bytes]:
