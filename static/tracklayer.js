@@ -39,7 +39,7 @@
   c=c||{};o=o||{};
   if(!N.includes(ev))return console.warn('tracklayer: unknown event',ev),null;
   var id=o.event_id,oid=c.order_id;
-  if(id==null&&oid!=null&&oid+''){
+  if(id==null&&oid!=null&&(oid=(oid+'').trim())){
    oid=encodeURIComponent(oid).replace(/[!'()*]/g,c=>'%'+c.charCodeAt().toString(16).toUpperCase()); // Python's quote()
    if(oid.length>100)return console.error('tracklayer: order_id too long'),null;
    id=ev+':'+oid;

@@ -260,6 +260,16 @@ def test_cookies_held_back_from_a_cached_page_ride_on_the_next_ingest_response(
     assert cookie_re("_epik", EPIK, http_only=False).fullmatch(set_cookies(response)["_epik"])
 
 
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_beacon_without_a_url_adopts_the_click_of_its_referer(rig: Rig, framework: str) -> None:
+    client = shop_client(framework, rig.engine())
+    assert set_cookies(fetch(client, "GET", f"/cached?epik={EPIK}")) == {}
+    headers = {"origin": SHOP, "referer": f"{SHOP}/cached?epik={EPIK}"}
+    response = fetch(client, "POST", "/_tl/ingest", json={"event": "PageVisit"}, headers=headers)
+    assert response.status_code == 202
+    assert cookie_re("_epik", EPIK, http_only=False).fullmatch(set_cookies(response)["_epik"])
+
+
 # --- the signed context cookie ----------------------------------------------------------------------
 
 

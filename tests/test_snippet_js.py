@@ -16,6 +16,7 @@ import json
 import re
 import shutil
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from tracklayer_mw.events import parse_event
 from tracklayer_mw.snippet import render_tag, snippet_config
 
 # Every browser test is marked e2e (`make unit` skips them); the size check below is not.
@@ -435,6 +437,17 @@ def test_order_id_event_ids_match_python_quote(tab: Any, harness: Harness, order
     [event] = harness.wait_events(1)
     assert event["event_id"] == expected
     assert pin(tab)[0][1:] == ["checkout", {"event_id": expected, "order_id": order_id}]
+
+
+@e2e
+def test_a_padded_order_id_gives_the_id_the_server_gives(tab: Any, harness: Harness) -> None:
+    tab.goto(harness.page("order", page_visit=False))
+    tab.wait_for_function("!window.tracklayer.q")
+    server = parse_event(
+        {"event": "Purchase", "custom": {"order_id": "  A 1001 "}}, now=time.time(), source="server"
+    )
+    assert tab.evaluate("tracklayer.track('Purchase', {order_id: '  A 1001 '})") == server.event_id
+    assert server.event_id == "Purchase:A%201001"
 
 
 @e2e

@@ -103,6 +103,11 @@ def test_track_on_a_request_no_middleware_saw_returns_none(caplog: pytest.LogCap
     assert "no TrackLayer middleware saw" in caplog.text
 
 
+def test_an_unknown_event_raises_even_on_a_request_no_middleware_saw() -> None:
+    with pytest.raises(ValueError, match="unknown event 'Bought'"):
+        track({"type": "http"}, "Bought")
+
+
 @pytest.mark.parametrize(
     "base_url",
     [

@@ -213,7 +213,8 @@ class Endpoints:
             if isinstance(event, str):
                 rejected.append({"index": index, "error": event})
                 continue
-            self.engine.adopt_page_url(state, event.url)
+            # The page the beacon reports, else the one the browser says it came from (Referer).
+            self.engine.adopt_page_url(state, event.url or state.view.headers.get("referer"))
             accepted.append((index, event))
 
         cookies = [("set-cookie", value) for value in self.engine.set_cookie_headers(state)]

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from tracklayer_mw.events import EVENT_NAMES
 from tracklayer_mw.request import state_of
 
 logger = logging.getLogger("tracklayer_mw")
@@ -28,6 +29,10 @@ def track(
     the background worker sends it. A developer's mistake (unknown event, wrong types) raises
     `ValueError`; tracking trouble never does.
     """
+    if event not in EVENT_NAMES:  # a developer's mistake, with or without a middleware in front
+        raise ValueError(
+            f"tracklayer.track: unknown event {event!r}; expected one of {', '.join(EVENT_NAMES)}"
+        )
     state = state_of(request)
     if state is None:
         logger.warning(
