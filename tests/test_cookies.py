@@ -5,6 +5,7 @@ Attributes are matched exactly; the once-a-day refresh runs on the fake clock.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,8 +25,9 @@ from tests.middleware_support import (
     set_cookies,
     shop_client,
 )
-from tracklayer_mw import Engine
+from tracklayer_mw import Engine, Settings
 from tracklayer_mw.context import ClickContext
+from tracklayer_mw.cookies import MAX_AGE, CookieJar
 
 EPIK = "dj0yJnU9cGluLWNsaWNr"
 DAY = 86_400
@@ -431,3 +433,21 @@ def test_bots_get_no_tracking_cookie(rig: Rig, framework: str) -> None:
         shop_client(framework, rig.engine()), "GET", f"/?epik={EPIK}", headers={"user-agent": BOT_UA}
     )
     assert set_cookies(response) == {}
+
+
+def test_a_remembered_context_cookie_is_checked_for_age_on_every_request(
+    make_settings: Callable[..., Settings],
+) -> None:
+    # Verified once per token (a visitor sends the same _tl on every request): the age still counts.
+    clock = FakeClock()
+    jar = CookieJar(make_settings(), clock=clock)
+    context = ClickContext(EPIK, "url", int(clock.now))
+    header = jar.set_cookie_headers(context, {}, host=None, secure=False)[-1]
+    token = header.split(";", 1)[0].removeprefix("_tl=")
+    first = jar.remembered({"_tl": token})
+    assert first is not None
+    assert first.context == context
+    assert jar.remembered({"_tl": token}) == first
+    clock.now += MAX_AGE + 1
+    assert jar.remembered({"_tl": token}) is None  # expired, though verified before
+    assert jar.remembered({"_tl": token[:-2] + "xx"}) is None  # tampered

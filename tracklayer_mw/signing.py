@@ -103,14 +103,24 @@ class SignedCodec:
 
     def loads(self, token: str, *, max_age: int) -> tuple[Any, int] | None:
         """(value, signed_at) or None for anything tampered, expired, foreign or malformed."""
+        verified = self.verify(token)
+        if verified is None or not self.current(verified[1], max_age=max_age):
+            return None
+        return verified
+
+    def verify(self, token: str) -> tuple[Any, int] | None:
+        """(value, signed_at) when the signature is ours, whatever its age; else None."""
         if not token or len(token) > 4096:
             return None
         try:
-            # The age is checked here, not by itsdangerous, which refuses any signature dated in its future.
+            # The age is checked by current(), not by itsdangerous, which refuses any signature dated in
+            # its future.
             value, signed_at = self._serializer.loads(token, max_age=None, return_timestamp=True)
         except (BadData, ValueError, TypeError):
             return None
-        issued_at = int(signed_at.timestamp())
-        if not -CLOCK_SKEW <= int(self._clock()) - issued_at <= max_age:
-            return None
-        return value, issued_at
+        return value, int(signed_at.timestamp())
+
+    def current(self, issued_at: int, *, max_age: int) -> bool:
+        """Whether a value signed at `issued_at` is still good: not older than max_age, and not from
+        further in the future than another server's clock may run ahead."""
+        return -CLOCK_SKEW <= int(self._clock()) - issued_at <= max_age
