@@ -78,6 +78,25 @@ def test_csp_nonce_of_the_response_is_reused(rig: Rig, framework: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("overrides", "static"),
+    [
+        pytest.param({"cookie_domain": None}, True, id="no-cookie-domain"),
+        pytest.param({"cookie_domain": None, "consent": lambda request: True}, False, id="consent-callable"),
+        pytest.param({}, False, id="cookie-domain"),  # the rig's settings have one
+    ],
+)
+def test_the_tag_is_rendered_once_only_when_no_request_can_change_it(
+    rig: Rig, overrides: dict[str, Any], static: bool
+) -> None:
+    engine = rig.engine(**overrides)
+    if static:
+        assert engine.static_tag == engine.snippet.html().encode()
+        assert engine.static_tag in fetch(shop_client("starlette", engine), "GET", "/").content
+    else:  # a callable's decision or a linked host's host-only cookie goes into each page's tag
+        assert engine.static_tag is None
+
+
+@pytest.mark.parametrize(
     ("method", "path"),
     [
         pytest.param("GET", "/plain", id="not-html"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio.to_thread
@@ -51,6 +51,7 @@ class TrackLayerMiddleware:
         self.engine = engine = engine_for(settings, engine, outbox=outbox, transport=transport, clock=clock)
         self.endpoints = Endpoints(engine)
         self._hops = engine.settings.trusted_proxy_hops
+        self.inject_snippet = engine.settings.inject_snippet
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -186,6 +187,7 @@ class _Responder:
         "downstream",
         "engine",
         "held",
+        "inject",
         "passthrough",
         "scope",
         "state",
@@ -202,6 +204,7 @@ class _Responder:
         deferred: DeferredState | None = None,
     ) -> None:
         self.engine = middleware.engine
+        self.inject = middleware.inject_snippet
         self.downstream = send
         self.scope = scope  # the app's copy: a template marks scope["tracklayer.injected"] there
         self.state = state  # None when deferred: a request without click signals, only the tag may matter
@@ -228,7 +231,7 @@ class _Responder:
                     await self.downstream(message)
                     return
                 message = carried
-            if self.engine.settings.inject_snippet and _is_html(message.get("headers", ())):
+            if self.inject:
                 try:  # hot path: try/except rather than a guard object
                     self._consider_injection(message)
                 except Exception:
@@ -264,26 +267,35 @@ class _Responder:
     def _consider_injection(self, message: Message) -> None:
         """Hold the start back when this response is a page to put the tag into."""
         content_type = content_encoding = None
-        policies = []
-        for name, value in message["headers"]:  # lower-case names, as ASGI requires
+        policies: list[bytes] = []
+        for name, value in message.get("headers", ()):  # lower-case names, as ASGI requires
             if name == b"content-type":
-                content_type = value.decode("latin-1")
+                content_type = value
             elif name == b"content-encoding":
-                content_encoding = value.decode("latin-1")
+                content_encoding = value
             elif name == b"content-security-policy":
-                policies.append(value.decode("latin-1"))
-        method = str(self.scope.get("method", "GET"))
-        if is_html_response(
-            int(message["status"]), content_type, content_encoding, method
-        ) and not tag_placed(self.scope, self.state or self.deferred):
-            self.tag = self._tag(csp_nonce(policies)).encode()
-            self.held = message
+                policies.append(value)
+        # A cheap first look, as most responses are no HTML; then the full rules for those that are.
+        if content_type is None or content_type.lstrip()[:9].lower() != b"text/html":
+            return
+        if not is_html_response(
+            int(message["status"]),
+            content_type.decode("latin-1"),
+            None if content_encoding is None else content_encoding.decode("latin-1"),
+            str(self.scope.get("method", "GET")),
+        ) or tag_placed(self.scope, self.state or self.deferred):
+            return
+        self.tag = self._tag(policies)
+        self.held = message
 
-    def _tag(self, nonce: str | None) -> str:
+    def _tag(self, policies: list[bytes]) -> bytes:
+        if not policies and self.engine.static_tag is not None:
+            return self.engine.static_tag  # the tag depends on nothing of this request
+        nonce = csp_nonce(value.decode("latin-1") for value in policies)
         if self.state is not None:
-            return self.engine.tag_html(self.state, nonce)
+            return self.engine.tag_html(self.state, nonce).encode()
         assert self.deferred is not None
-        return self.engine.deferred_tag_html(self.deferred, nonce)
+        return self.engine.deferred_tag_html(self.deferred, nonce).encode()
 
     async def _body(self, message: Message) -> None:
         chunk = message.get("body", b"")
@@ -349,11 +361,3 @@ def _grow_content_length(start: Message, extra: int) -> Message:
         if name == b"content-length" and value.isdigit():
             headers[index] = (name, b"%d" % (int(value) + extra))
     return {**start, "headers": headers}
-
-
-def _is_html(headers: Iterable[tuple[bytes, bytes]]) -> bool:
-    """A cheap first look, so that a request without click signals costs nearly nothing on JSON."""
-    for name, value in headers:
-        if name == b"content-type":
-            return value.lstrip()[:9].lower() == b"text/html"
-    return False

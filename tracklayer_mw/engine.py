@@ -181,6 +181,11 @@ class Engine:
             tag_id=settings.pinterest_tag_id,
             page_visit=settings.page_visit,
         )
+        # The tag of a page without a CSP nonce, when it depends on nothing of the request (consent not
+        # a callable, no cookie_domain that a linked host falls outside): rendered and encoded once.
+        self.static_tag: bytes | None = None
+        if not callable(settings.consent) and settings.cookie_domain is None:
+            self.static_tag = self.snippet.html().encode()
         self._started = False
         self._start_lock = threading.Lock()
         _ENGINES.add(self)

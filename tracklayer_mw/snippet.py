@@ -153,16 +153,20 @@ def inject(body: bytes, tag: bytes) -> bytes | None:
     """``body`` with ``tag`` inserted before the first ``</head>`` (any case), else before the last
     ``</body>``; ``None`` (leave the body untouched) when there is neither, or when the body already
     carries a tracklayer tag (a ``<script ... data-tl=...>``, e.g. placed by a template)."""
-    match = _HEAD_CLOSE.search(body)
+    # The exact spelling first (a plain search, much cheaper than the regex); a document has one head,
+    # so an earlier `</HEAD >` beside a later `</head>` is not a case worth a regex on every page.
+    at = body.find(b"</head>")
+    if at < 0:
+        match = _HEAD_CLOSE.search(body)
+        at = match.start() if match else -1
     # A tag already placed belongs in the head: looking there only keeps big pages cheap.
-    if _ALREADY.search(body, 0, match.start() if match else len(body)):
+    if _ALREADY.search(body, 0, at if at >= 0 else len(body)):
         return None
-    if match is None:
+    if at < 0:
         closes = list(_BODY_CLOSE.finditer(body))
         if not closes:
             return None
-        match = closes[-1]
-    at = match.start()
+        at = closes[-1].start()
     return body[:at] + tag + body[at:]
 
 
