@@ -35,6 +35,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracklayer_mw import Settings, TrackLayerMiddleware, TrackLayerWSGIMiddleware, track
+from tracklayer_mw.snippet import SnippetTag
 
 SANDBOX_TOKEN = "sandbox-token"
 SANDBOX_ACCOUNT = "549755885175"
@@ -193,6 +194,56 @@ def starlette_passthrough() -> ASGIApp:
     return PassThrough(_starlette(tracked=False))
 
 
+# The tag TrackLayer puts into this page, so that the injection floor sends the very same bytes.
+FLOOR_TAG = SnippetTag(prefix="/_tl").html().encode()
+
+
+class MinimalInjection:
+    """The HTML floor: the least any middleware that injects a tag must do, and nothing else.
+
+    Hold the start message of an HTML response, put the tag before `</head>` of its one body message,
+    correct Content-Length. No click context, no cookies, no error handling, no streaming: what is
+    left of a middleware's overhead once its own work is gone."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        held: list[Message] = []
+
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                content_type = dict(message["headers"]).get(b"content-type", b"")
+                if content_type.startswith(b"text/html"):
+                    held.append(message)
+                    return
+            elif held:
+                body = _inject_floor(message["body"])
+                start = held.pop()
+                headers = [
+                    (name, b"%d" % len(body) if name == b"content-length" else value)
+                    for name, value in start["headers"]
+                ]
+                await send({**start, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+            await send(message)
+
+        await self.app(scope, receive, wrapped)
+
+
+def _inject_floor(body: bytes) -> bytes:
+    at = body.find(b"</head>")
+    return body[:at] + FLOOR_TAG + body[at:]
+
+
+def starlette_injecting() -> ASGIApp:
+    return MinimalInjection(_starlette(tracked=False))
+
+
 def starlette_wrapped() -> ASGIApp:
     return TrackLayerMiddleware(_starlette(tracked=True), settings=settings())
 
@@ -242,6 +293,40 @@ def flask_passthrough() -> Any:
             return start_response(status, headers)
 
         return inner(environ, wrapped)
+
+    app.wsgi_app = middleware  # type: ignore[method-assign]
+    return app
+
+
+def flask_injecting() -> Any:
+    """The WSGI HTML floor: the least a tag-injecting middleware does (see `MinimalInjection`)."""
+    app = _flask(tracked=False)
+    inner = app.wsgi_app
+
+    def middleware(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        started: list[tuple[str, list[tuple[str, str]]]] = []
+
+        def hold(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            started.append((status, headers))
+            return lambda data: None
+
+        result = inner(environ, hold)
+        try:
+            body = b"".join(result)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        status, headers = started[0]
+        content_type = {name.lower(): value for name, value in headers}.get("content-type", "")
+        if content_type.startswith("text/html"):
+            body = _inject_floor(body)
+            headers = [
+                (name, str(len(body)) if name.lower() == "content-length" else value)
+                for name, value in headers
+            ]
+        start_response(status, headers)
+        return [body]
 
     app.wsgi_app = middleware  # type: ignore[method-assign]
     return app

@@ -2,9 +2,9 @@
 
 All variants of a framework run at once on the server core; wrk runs on the client core. Runs are
 interleaved (bare, TrackLayer, bare, TrackLayer, ...) and the median of the repetitions is
-reported, so drift hits both alike; ratios are only ever taken within one run. For JSON a third
-variant, a do-nothing middleware that only wraps `send`/`start_response`, shows the floor any
-injecting middleware starts from.
+reported, so drift hits both alike; ratios are only ever taken within one run. A third variant
+shows the floor: for JSON a do-nothing middleware that only wraps `send`/`start_response`, for HTML
+a minimal one that injects the same tag and does nothing else (`bench.apps.MinimalInjection`).
 """
 
 from __future__ import annotations
@@ -28,12 +28,18 @@ class Scenario:
     label: str
     path: str
     goal: float | None = None
-    floor: bool = False  # also measure the do-nothing middleware
+    floor: str | None = None  # the floor variant measured beside TrackLayer (a key of FLOORS)
+
+
+FLOORS = {
+    "passthrough": "do-nothing middleware (floor)",
+    "injecting": "minimal tag injection, nothing else (floor)",
+}
 
 
 SCENARIOS = (
-    Scenario("json", "JSON", "/json", 0.95, floor=True),
-    Scenario("html", "HTML 10 KB (snippet injected)", "/page", 0.85),
+    Scenario("json", "JSON", "/json", 0.95, floor="passthrough"),
+    Scenario("html", "HTML 10 KB (snippet injected)", "/page", 0.85, floor="injecting"),
     Scenario("landing", "landing ?epik= (cookies set)", f"/landing?epik={EPIK}"),
 )
 EVENT = Scenario("event", "page + one server-side event", "/event")
@@ -54,14 +60,15 @@ FRAMEWORKS = (
 
 
 def _check(servers: dict[str, Server]) -> None:
-    """The wrapped app really injects and sets cookies, the others do not (else the comparison is void)."""
+    """Only the wrapped app sets cookies; it and the injection floor inject, the others do not (else the
+    comparison is void)."""
     problems = []
     for name, server in servers.items():
         with urllib.request.urlopen(f"{server.url}/page") as answer:
             injected = b"data-tl" in answer.read()
         with urllib.request.urlopen(f"{server.url}/landing?epik={EPIK}") as answer:
             cookies = any(value.startswith("_epik=") for value in answer.headers.get_all("set-cookie") or [])
-        if (name == "wrapped") != injected or (name == "wrapped") != cookies:
+        if (name in ("wrapped", "injecting")) != injected or (name == "wrapped") != cookies:
             problems.append(f"{server.name}: injected={injected}, _epik set={cookies}")
     if problems:
         raise RuntimeError("; ".join(problems))
@@ -137,12 +144,12 @@ def run(ctx: Context, *, overhead: bool = True, naive: bool = True) -> list[Sect
         for framework in FRAMEWORKS:
             servers: dict[str, Server] = {}
             try:
-                for variant in ("bare", "wrapped", "passthrough"):
+                for variant in ("bare", "wrapped", *FLOORS):
                     factory = f"{framework.prefix}_{variant}"
                     servers[variant] = start_app(ctx, factory, sandbox, server=framework.server)
                 _check(servers)
                 for scenario in SCENARIOS if overhead else ():
-                    names = ("bare", "wrapped", "passthrough") if scenario.floor else ("bare", "wrapped")
+                    names = ("bare", "wrapped", *((scenario.floor,) if scenario.floor else ()))
                     result = _interleaved(ctx, {name: servers[name] for name in names}, scenario.path)
                     bare, wrapped = result["bare"], result["wrapped"]
                     ratio = wrapped.rps / bare.rps if bare.rps else 0.0
@@ -151,12 +158,11 @@ def run(ctx: Context, *, overhead: bool = True, naive: bool = True) -> list[Sect
                         "ratio": ratio,
                     }
                     over.rows.append(_row(framework.label, f"{scenario.label}: TrackLayer", bare, wrapped))
-                    if "passthrough" in result:
-                        raw[f"{framework.key}.{scenario.key}"]["floor_ratio"] = (
-                            result["passthrough"].rps / bare.rps
-                        )
-                        what = f"{scenario.label}: do-nothing middleware (floor)"
-                        over.rows.append(_row(framework.label, what, bare, result["passthrough"]))
+                    if scenario.floor:
+                        floor = result[scenario.floor]
+                        raw[f"{framework.key}.{scenario.key}"]["floor_ratio"] = floor.rps / bare.rps
+                        what = f"{scenario.label}: {FLOORS[scenario.floor]}"
+                        over.rows.append(_row(framework.label, what, bare, floor))
                     errors += [
                         f"{framework.label} {scenario.label} {name}: {r.errors} errors"
                         for name, r in result.items()
