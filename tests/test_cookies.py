@@ -182,6 +182,36 @@ def test_a_cookie_cut_by_the_header_size_limit_is_ignored_not_reissued_short(rig
     assert set_cookies(response) == {}
 
 
+# --- which responses carry them ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_an_api_answer_to_a_returning_visitor_passes_untouched_and_the_next_page_reissues(
+    rig: Rig, framework: str
+) -> None:
+    client = shop_client(framework, rig.engine())
+    cookies = {"_epik": "tag-written-1"}
+    assert set_cookies(fetch(client, "GET", "/plain", cookies=cookies)) == {}
+    response = fetch(client, "GET", "/", cookies=cookies)
+    assert cookie_value(set_cookies(response)["_epik"]) == "tag-written-1"
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_any_answer_to_a_tracked_request_reissues_the_cookies(rig: Rig, framework: str) -> None:
+    response = fetch(shop_client(framework, rig.engine()), "GET", "/buy", cookies={"_epik": "tag-written-1"})
+    assert response.headers["content-type"].startswith("application/json")
+    assert cookie_value(set_cookies(response)["_epik"]) == "tag-written-1"
+    assert click_id_of_purchase(rig) == "tag-written-1"
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_redirect_reissues_the_cookies_of_a_returning_visitor(rig: Rig, framework: str) -> None:
+    client = shop_client(framework, rig.engine())
+    response = fetch(client, "GET", "/redirect?to=/next", cookies={"_epik": "tag-written-1"})
+    assert response.status_code == 302
+    assert cookie_value(set_cookies(response)["_epik"]) == "tag-written-1"
+
+
 # --- at most once a day -----------------------------------------------------------------------------
 
 

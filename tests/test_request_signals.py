@@ -1,4 +1,5 @@
-"""The per-request check for click signals, on raw ASGI bytes and on WSGI text, says the same."""
+"""The per-request checks for click signals (in the URL, in the cookies), on raw ASGI bytes and on
+WSGI text, say the same."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracklayer_mw.request import carries_click_signals, scope_carries_click_signals
+from tracklayer_mw.request import cookies_carry_click, scope_cookies_carry_click, url_carries_click
 
 TEXT = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=255), max_size=60)
 PIECES = st.sampled_from(
@@ -20,23 +21,25 @@ def scope(query: bytes, cookies: list[bytes]) -> dict[str, object]:
 
 
 @pytest.mark.parametrize(
-    ("query", "cookies", "expected"),
+    ("query", "cookies", "in_url", "in_cookies"),
     [
-        (b"", [], False),
-        (b"q=shoes&page=2", [b"session=abc; theme=dark"], False),
-        (b"epik=dj0yJnU9", [], True),
-        (b"utm_source=pinterest&EPIK=abc", [], True),
-        (b"a=1&_tlx=token", [], True),
-        (b"", [b"session=abc; _epik=dj0y"], True),
-        (b"", [b"session=abc", b"_tl=signed"], True),  # HTTP/2: one Cookie field per pair
-        (b"", [b"_pin_unauth=dWlk"], True),
-        (b"", [b"_derived_epik=dj0y"], True),
-        (b"", [b"tl=1; epik=1"], False),  # not our cookie names
+        (b"", [], False, False),
+        (b"q=shoes&page=2", [b"session=abc; theme=dark"], False, False),
+        (b"epik=dj0yJnU9", [], True, False),
+        (b"utm_source=pinterest&EPIK=abc", [], True, False),
+        (b"a=1&_tlx=token", [], True, False),
+        (b"", [b"session=abc; _epik=dj0y"], False, True),
+        (b"", [b"session=abc", b"_tl=signed"], False, True),  # HTTP/2: one Cookie field per pair
+        (b"", [b"_pin_unauth=dWlk"], False, True),
+        (b"", [b"_derived_epik=dj0y"], False, True),
+        (b"", [b"tl=1; epik=1"], False, False),  # not our cookie names
     ],
 )
-def test_click_signals(query: bytes, cookies: list[bytes], expected: bool) -> None:
-    assert scope_carries_click_signals(scope(query, cookies)) is expected
-    assert carries_click_signals(query.decode("latin-1"), "; ".join(c.decode() for c in cookies)) is expected
+def test_click_signals(query: bytes, cookies: list[bytes], in_url: bool, in_cookies: bool) -> None:
+    assert url_carries_click(query) is in_url
+    assert url_carries_click(query.decode("latin-1")) is in_url
+    assert scope_cookies_carry_click(scope(query, cookies)) is in_cookies
+    assert cookies_carry_click("; ".join(c.decode() for c in cookies)) is in_cookies
 
 
 @given(
@@ -45,4 +48,5 @@ def test_click_signals(query: bytes, cookies: list[bytes], expected: bool) -> No
 )
 def test_raw_and_text_checks_agree(query: str, cookies: list[str]) -> None:
     raw = scope(query.encode("latin-1"), [c.encode("latin-1") for c in cookies])
-    assert scope_carries_click_signals(raw) == carries_click_signals(query, "; ".join(cookies))
+    assert url_carries_click(raw["query_string"]) == url_carries_click(query)  # type: ignore[arg-type]
+    assert scope_cookies_carry_click(raw) == cookies_carry_click("; ".join(cookies))

@@ -23,8 +23,9 @@ from tracklayer_mw.outbox import Outbox
 from tracklayer_mw.request import (
     STATE_KEY,
     DeferredState,
-    scope_carries_click_signals,
+    scope_cookies_carry_click,
     tag_placed,
+    url_carries_click,
     view_from_scope,
 )
 from tracklayer_mw.snippet import csp_nonce, inject, is_html_response
@@ -52,6 +53,7 @@ class TrackLayerMiddleware:
         self.endpoints = Endpoints(engine)
         self._hops = engine.settings.trusted_proxy_hops
         self.inject_snippet = engine.settings.inject_snippet
+        self.prefix = self.endpoints.prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -61,23 +63,37 @@ class TrackLayerMiddleware:
             await self.app(scope, receive, send)
             return
 
+        light = False
+        try:  # not `with guard()`: this runs for every request, and a try block costs nothing
+            self.engine.ensure_started()
+            query = scope.get("query_string")
+            light = not scope["path"].startswith(self.prefix) and not (query and url_carries_click(query))
+        except Exception:
+            report_failure("reading the request")
+        if light:
+            # Nothing in the URL to act on: most requests. The state is built only when something
+            # asks for it: the app (track(), a template) or a response that may carry the click on,
+            # recognised by its start message. The app gets a copy of the scope holding the state;
+            # the state reads the original (no reference cycle).
+            deferred = DeferredState(self._begin, scope)
+            app_scope = {**scope, STATE_KEY: deferred}
+            responder: _Responder | None = None
+
+            async def light_send(message: Message) -> None:
+                nonlocal responder
+                if responder is None:
+                    if message["type"] == "http.response.start":
+                        responder = self._responder_for(message, send, app_scope, deferred)
+                    if responder is None:
+                        await send(message)
+                        return
+                await responder.send(message)
+
+            await self.app(app_scope, receive, light_send)  # outside any guard: host errors are its own
+            return
         state: RequestState | None = None
         route: str | None = None
         answer: Answer | None = None
-        light: _Responder | None = None
-        try:  # not `with guard()`: this runs for every request, and a try block costs nothing
-            self.engine.ensure_started()
-            if not scope["path"].startswith(self.endpoints.prefix) and not scope_carries_click_signals(scope):
-                # Nothing to set or carry: the state is built only if the app or a template asks.
-                # The app gets a copy holding the state; the state reads the original (no cycle).
-                deferred = DeferredState(self._begin, scope)
-                light = _Responder(self, send, {**scope, STATE_KEY: deferred}, deferred=deferred)
-        except Exception:
-            report_failure("reading the request")
-            light = None
-        if light is not None:
-            await self.app(light.scope, receive, light.send)  # outside the guard: host errors are its own
-            return
         with guard("reading the request"):
             view = view_from_scope(scope, self._hops)
             route = self.endpoints.route(view.path)
@@ -100,6 +116,27 @@ class TrackLayerMiddleware:
 
     def _begin(self, scope: Mapping[str, Any]) -> RequestState:
         return self.engine.begin(view_from_scope(scope, self._hops))
+
+    def _responder_for(
+        self, start: Message, send: Send, app_scope: Scope, deferred: DeferredState
+    ) -> _Responder | None:
+        """The responder for a response tracklayer may edit, or None to let it pass untouched: a page
+        to tag, a redirect to carry the click through, or any response once the app has built the
+        state (track()). Only then are the click cookies looked at: an API answer to a returning
+        visitor costs nothing, and a cookie due for re-issue rides on the next page or ingest."""
+        try:
+            if (
+                deferred.built is None
+                and not 300 <= start["status"] < 400
+                and not (self.inject_snippet and _is_html(start))
+            ):
+                return None
+            if deferred.built is not None or scope_cookies_carry_click(deferred.raw):
+                return _Responder(self, send, app_scope, state=deferred.get())
+            return _Responder(self, send, app_scope, deferred=deferred)
+        except Exception:
+            report_failure("reading the request")
+            return None
 
     # --- lifespan ------------------------------------------------------------------------------
 
@@ -175,11 +212,12 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
 
 
 class _Responder:
-    """One per request: adds cookies, carries the click through redirects, injects the snippet.
+    """Adds cookies, carries the click through redirects, injects the snippet.
 
-    This runs for every response, so the common cases take the shortest way: a response that is not
-    HTML passes through after one look at its headers, and a whole HTML page (one body message)
-    is injected without buffering. Only the held start message is ever copied, never edited."""
+    One per request with a click in its URL, and per page, redirect or tracked request otherwise (an
+    API answer to a request without a click in its URL never gets one). A whole HTML page (one body
+    message) is injected without buffering. Only the held start message is ever copied, never
+    edited."""
 
     __slots__ = (
         "buffered",
@@ -207,7 +245,7 @@ class _Responder:
         self.inject = middleware.inject_snippet
         self.downstream = send
         self.scope = scope  # the app's copy: a template marks scope["tracklayer.injected"] there
-        self.state = state  # None when deferred: a request without click signals, only the tag may matter
+        self.state = state  # None when deferred: no click to carry on, only the tag may matter
         self.deferred = deferred
         self.held: Message | None = None  # the start message, while deciding about injection
         self.buffered: list[bytes] = []  # body chunks seen while holding
@@ -361,3 +399,11 @@ def _grow_content_length(start: Message, extra: int) -> Message:
         if name == b"content-length" and value.isdigit():
             headers[index] = (name, b"%d" % (int(value) + extra))
     return {**start, "headers": headers}
+
+
+def _is_html(start: Message) -> bool:
+    """A cheap first look at a start message, so that an API response costs nearly nothing."""
+    for name, value in start.get("headers", ()):
+        if name == b"content-type":
+            return bool(value.lstrip()[:9].lower() == b"text/html")
+    return False

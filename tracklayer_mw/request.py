@@ -160,20 +160,23 @@ CLICK_COOKIES = ("_epik=", "_tl=", "_pin_unauth=", "_derived_epik=")
 _CLICK_COOKIES_RAW = tuple(name.encode() for name in CLICK_COOKIES)
 
 
-def carries_click_signals(query_string: str, cookie_header: str) -> bool:
-    """Whether a request may change or need its click context: a click id or linker token in the
-    URL, or a cookie tracklayer or the tag wrote. Without any, no cookie is set and no redirect is
-    rewritten, so the request state is built only if the app asks for it (track(), a template tag)."""
-    query = query_string.lower()
-    return "epik" in query or "_tlx" in query or any(name in cookie_header for name in CLICK_COOKIES)
+def url_carries_click(query_string: str | bytes) -> bool:
+    """A click id or a linker token in the URL: acted on before the app runs (cookies, `_tlx`)."""
+    if isinstance(query_string, bytes):
+        query = query_string.lower()
+        return b"epik" in query or b"_tlx" in query
+    query_text = query_string.lower()
+    return "epik" in query_text or "_tlx" in query_text
 
 
-def scope_carries_click_signals(scope: Mapping[str, Any]) -> bool:
-    """`carries_click_signals` on an ASGI scope's raw bytes: it runs for every request, so nothing
-    is decoded or joined (latin-1 decoding maps bytes to the same characters, so both agree)."""
-    query = scope.get("query_string", b"").lower()
-    if b"epik" in query or b"_tlx" in query:
-        return True
+def cookies_carry_click(cookie_header: str) -> bool:
+    """A cookie tracklayer or the Pinterest tag wrote: its click may be re-issued or carried on."""
+    return any(name in cookie_header for name in CLICK_COOKIES)
+
+
+def scope_cookies_carry_click(scope: Mapping[str, Any]) -> bool:
+    """`cookies_carry_click` on an ASGI scope's raw header bytes (latin-1 decoding maps bytes to the
+    same characters, so both agree), without decoding or joining anything."""
     for name, value in scope["headers"]:
         if name == b"cookie" and any(cookie in value for cookie in _CLICK_COOKIES_RAW):
             return True

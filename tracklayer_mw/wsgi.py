@@ -22,8 +22,9 @@ from tracklayer_mw.outbox import Outbox
 from tracklayer_mw.request import (
     STATE_KEY,
     DeferredState,
-    carries_click_signals,
+    cookies_carry_click,
     tag_placed,
+    url_carries_click,
     view_from_environ,
 )
 from tracklayer_mw.snippet import csp_nonce, inject, is_html_response
@@ -70,11 +71,13 @@ class TrackLayerWSGIMiddleware:
         with guard("reading the request"):
             self.engine.ensure_started()
             path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-            if not path.startswith(self.endpoints.prefix) and not carries_click_signals(
-                environ.get("QUERY_STRING", ""), environ.get("HTTP_COOKIE", "")
+            if not path.startswith(self.endpoints.prefix) and not url_carries_click(
+                environ.get("QUERY_STRING", "")
             ):
-                # Nothing to set or carry: the state is built only if the app or a template asks.
-                # The state reads a copy taken before it is stored in the environ: no reference cycle.
+                # Nothing in the URL to act on: the state is built only when something asks for it,
+                # the app (track(), a template) or a response that may carry the click on (see
+                # `_Responder.start_response`). The state reads a copy taken before it is stored in
+                # the environ: no reference cycle.
                 deferred = DeferredState(self._begin, dict(environ))
                 light = _Responder(self, start_response, environ, deferred=deferred)
                 environ[STATE_KEY] = deferred
@@ -184,6 +187,9 @@ class _Responder:
     ) -> Any:
         self.started = True
         self.holding = False
+        if self.state is None and self.deferred is not None:
+            with guard("reading the request"):
+                self.state = self._state_if_carried(status, headers, self.deferred)
         if self.state is not None or _is_html(headers):
             with guard("editing the response headers"):
                 headers = self._edit(status, list(headers))  # a copy: a failed edit leaves the host's headers
@@ -193,6 +199,20 @@ class _Responder:
             self.status, self.headers = status, headers
             return self._write_while_holding
         return self.downstream(status, headers)
+
+    def _state_if_carried(
+        self, status: str, headers: list[tuple[str, str]], deferred: DeferredState
+    ) -> RequestState | None:
+        """The state, when this response may carry the click on: a page or a redirect for a request
+        with click cookies, or any response once the app has built the state (track()). Only then are
+        the cookies looked at: an API answer to a returning visitor passes untouched, and a cookie
+        due for re-issue rides on the next page or ingest response (as in the ASGI middleware)."""
+        if deferred.built is not None:
+            return deferred.built
+        carrier = status[:1] == "3" or (self.engine.settings.inject_snippet and _is_html(headers))
+        if carrier and cookies_carry_click(str(self.environ.get("HTTP_COOKIE", ""))):
+            return deferred.get()
+        return None
 
     def _edit(self, status: str, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         code = int(status.split(" ", 1)[0])
