@@ -197,6 +197,14 @@ def test_an_api_answer_to_a_returning_visitor_passes_untouched_and_the_next_page
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_page_reissues_the_cookies_even_when_no_snippet_is_injected(rig: Rig, framework: str) -> None:
+    client = shop_client(framework, rig.engine(inject_snippet=False))
+    response = fetch(client, "GET", "/", cookies={"_epik": "tag-written-1"})
+    assert b"data-tl" not in response.content
+    assert cookie_value(set_cookies(response)["_epik"]) == "tag-written-1"
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_any_answer_to_a_tracked_request_reissues_the_cookies(rig: Rig, framework: str) -> None:
     response = fetch(shop_client(framework, rig.engine()), "GET", "/buy", cookies={"_epik": "tag-written-1"})
     assert response.headers["content-type"].startswith("application/json")

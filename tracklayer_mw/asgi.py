@@ -128,7 +128,7 @@ class TrackLayerMiddleware:
             if (
                 deferred.built is None
                 and not 300 <= start["status"] < 400
-                and not (self.inject_snippet and _is_html(start))
+                and not _is_html(start)  # a page: its cookies are re-issued even when nothing is injected
             ):
                 return None
             if deferred.built is not None or scope_cookies_carry_click(deferred.raw):

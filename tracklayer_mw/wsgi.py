@@ -187,10 +187,16 @@ class _Responder:
     ) -> Any:
         self.started = True
         self.holding = False
-        if self.state is None and self.deferred is not None:
+        html = _is_html(headers)
+        deferred = self.deferred
+        if (
+            self.state is None
+            and deferred is not None
+            and (html or status[:1] == "3" or deferred.built is not None)
+        ):
             with guard("reading the request"):
-                self.state = self._state_if_carried(status, headers, self.deferred)
-        if self.state is not None or _is_html(headers):
+                self.state = self._state_if_carried(deferred)
+        if self.state is not None or html:
             with guard("editing the response headers"):
                 headers = self._edit(status, list(headers))  # a copy: a failed edit leaves the host's headers
         if exc_info is not None:
@@ -200,17 +206,13 @@ class _Responder:
             return self._write_while_holding
         return self.downstream(status, headers)
 
-    def _state_if_carried(
-        self, status: str, headers: list[tuple[str, str]], deferred: DeferredState
-    ) -> RequestState | None:
-        """The state, when this response may carry the click on: a page or a redirect for a request
-        with click cookies, or any response once the app has built the state (track()). Only then are
-        the cookies looked at: an API answer to a returning visitor passes untouched, and a cookie
-        due for re-issue rides on the next page or ingest response (as in the ASGI middleware)."""
+    def _state_if_carried(self, deferred: DeferredState) -> RequestState | None:
+        """The state for a page, a redirect or a tracked request, when the click goes on with it: only
+        for such responses are the cookies looked at. An API answer to a returning visitor passes
+        untouched, and a cookie due for re-issue rides on the next page or ingest (as in ASGI)."""
         if deferred.built is not None:
             return deferred.built
-        carrier = status[:1] == "3" or (self.engine.settings.inject_snippet and _is_html(headers))
-        if carrier and cookies_carry_click(str(self.environ.get("HTTP_COOKIE", ""))):
+        if cookies_carry_click(str(self.environ.get("HTTP_COOKIE", ""))):
             return deferred.get()
         return None
 
