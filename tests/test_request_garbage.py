@@ -23,12 +23,16 @@ from tracklayer_mw import TrackLayerMiddleware, TrackLayerWSGIMiddleware, snippe
 from tracklayer_mw.engine import Engine
 
 EPIK = "dj0yJnU9bXRfT0FzZk5XSzJ0Q3hnTlRzTkdzTF9CbHRT"
-REQUESTS = [
-    ("/json", ""),  # no click signals, not HTML: the lightest path
-    ("/page", ""),  # no click signals, the snippet injected
-    ("/buy", ""),  # no click signals, but track() builds the deferred state
-    ("/template", ""),  # snippet_tag() places the tag itself
-    ("/page", f"epik={EPIK}"),  # a landing: state built up front, cookies set
+RETURNING = f"_epik={EPIK}"  # a visitor who came from an ad: the state is built at the response's start
+REQUESTS = [  # (path, query, Cookie header)
+    ("/json", "", ""),  # no click signals, not HTML: the lightest path
+    ("/page", "", ""),  # no click signals, the snippet injected
+    ("/buy", "", ""),  # no click signals, but track() builds the deferred state
+    ("/template", "", ""),  # snippet_tag() places the tag itself
+    ("/json", "", RETURNING),
+    ("/page", "", RETURNING),
+    ("/buy", "", RETURNING),
+    ("/page", f"epik={EPIK}", ""),  # a landing: state built up front, cookies set
 ]
 
 
@@ -96,8 +100,9 @@ def test_asgi_requests_leave_no_cycles(rig: Rig) -> None:
         sent.append(message)
 
     async def requests() -> None:
-        for path, query in REQUESTS:
-            await app(http_scope(path, query), receive, send)
+        for path, query, cookie in REQUESTS:
+            headers = http_scope(path)["headers"] + ([(b"cookie", cookie.encode())] if cookie else [])
+            await app(http_scope(path, query, headers), receive, send)
 
     assert cyclic_garbage(lambda: asyncio.run(requests())) == []
     starts = [m for m in sent if m["type"] == "http.response.start"]
@@ -124,8 +129,9 @@ def wsgi_app(engine: Engine) -> TrackLayerWSGIMiddleware:
     return TrackLayerWSGIMiddleware(app, engine=engine)
 
 
-def environ(path: str, query: str) -> dict[str, Any]:
+def environ(path: str, query: str, cookie: str) -> dict[str, Any]:
     return {
+        **({"HTTP_COOKIE": cookie} if cookie else {}),
         "REQUEST_METHOD": "GET",
         "SCRIPT_NAME": "",
         "PATH_INFO": path,
@@ -149,8 +155,8 @@ def test_wsgi_requests_leave_no_cycles(rig: Rig) -> None:
         return lambda data: None
 
     def requests() -> None:
-        for path, query in REQUESTS:
-            body = app(environ(path, query), start_response)
+        for path, query, cookie in REQUESTS:
+            body = app(environ(path, query, cookie), start_response)
             b"".join(body)
             close = getattr(body, "close", None)
             if close is not None:

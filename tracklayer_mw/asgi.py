@@ -72,9 +72,9 @@ class TrackLayerMiddleware:
             report_failure("reading the request")
         if light:
             # Nothing in the URL to act on: most requests. The state is built only when something
-            # asks for it: the app (track(), a template) or a response that may carry the click on,
-            # recognised by its start message. The app gets a copy of the scope holding the state;
-            # the state reads the original (no reference cycle).
+            # asks for it: the app (track(), a template) or, at the response's start, click cookies
+            # that may be due for re-issue. The app gets a copy of the scope holding the state; the
+            # state reads the original (no reference cycle).
             deferred = DeferredState(self._begin, scope)
             app_scope = {**scope, STATE_KEY: deferred}
             responder: _Responder | None = None
@@ -120,20 +120,15 @@ class TrackLayerMiddleware:
     def _responder_for(
         self, start: Message, send: Send, app_scope: Scope, deferred: DeferredState
     ) -> _Responder | None:
-        """The responder for a response tracklayer may edit, or None to let it pass untouched: a page
-        to tag, a redirect to carry the click through, or any response once the app has built the
-        state (track()). Only then are the click cookies looked at: an API answer to a returning
-        visitor costs nothing, and a cookie due for re-issue rides on the next page or ingest."""
+        """The responder for a response, or None to let it pass untouched. With click cookies (or a
+        state the app built, track()) cookies may be due on any response: the full responder. Without,
+        only an HTML page matters, for the snippet: any other response costs one look at its headers."""
         try:
-            if (
-                deferred.built is None
-                and not 300 <= start["status"] < 400
-                and not _is_html(start)  # a page: its cookies are re-issued even when nothing is injected
-            ):
-                return None
             if deferred.built is not None or scope_cookies_carry_click(deferred.raw):
                 return _Responder(self, send, app_scope, state=deferred.get())
-            return _Responder(self, send, app_scope, deferred=deferred)
+            if self.inject_snippet and _is_html(start):
+                return _Responder(self, send, app_scope, deferred=deferred)
+            return None
         except Exception:
             report_failure("reading the request")
             return None
@@ -214,10 +209,9 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
 class _Responder:
     """Adds cookies, carries the click through redirects, injects the snippet.
 
-    One per request with a click in its URL, and per page, redirect or tracked request otherwise (an
-    API answer to a request without a click in its URL never gets one). A whole HTML page (one body
-    message) is injected without buffering. Only the held start message is ever copied, never
-    edited."""
+    One per request with a click in its URL, cookies or a built state, else per HTML page: a response
+    that needs none of it never meets one. A whole HTML page (one body message) is injected without
+    buffering. Only the held start message is ever copied, never edited."""
 
     __slots__ = (
         "buffered",
@@ -402,7 +396,7 @@ def _grow_content_length(start: Message, extra: int) -> Message:
 
 
 def _is_html(start: Message) -> bool:
-    """A cheap first look at a start message, so that an API response costs nearly nothing."""
+    """A cheap first look at a start message, so that a response that is no page costs nearly nothing."""
     for name, value in start.get("headers", ()):
         if name == b"content-type":
             return bool(value.lstrip()[:9].lower() == b"text/html")

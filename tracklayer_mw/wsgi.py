@@ -71,13 +71,13 @@ class TrackLayerWSGIMiddleware:
         with guard("reading the request"):
             self.engine.ensure_started()
             path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-            if not path.startswith(self.endpoints.prefix) and not url_carries_click(
-                environ.get("QUERY_STRING", "")
+            if (
+                not path.startswith(self.endpoints.prefix)
+                and not url_carries_click(environ.get("QUERY_STRING", ""))
+                and not cookies_carry_click(environ.get("HTTP_COOKIE", ""))
             ):
-                # Nothing in the URL to act on: the state is built only when something asks for it,
-                # the app (track(), a template) or a response that may carry the click on (see
-                # `_Responder.start_response`). The state reads a copy taken before it is stored in
-                # the environ: no reference cycle.
+                # Nothing to set or carry: the state is built only if the app or a template asks.
+                # The state reads a copy taken before it is stored in the environ: no reference cycle.
                 deferred = DeferredState(self._begin, dict(environ))
                 light = _Responder(self, start_response, environ, deferred=deferred)
                 environ[STATE_KEY] = deferred
@@ -187,16 +187,7 @@ class _Responder:
     ) -> Any:
         self.started = True
         self.holding = False
-        html = _is_html(headers)
-        deferred = self.deferred
-        if (
-            self.state is None
-            and deferred is not None
-            and (html or status[:1] == "3" or deferred.built is not None)
-        ):
-            with guard("reading the request"):
-                self.state = self._state_if_carried(deferred)
-        if self.state is not None or html:
+        if self.state is not None or _is_html(headers):
             with guard("editing the response headers"):
                 headers = self._edit(status, list(headers))  # a copy: a failed edit leaves the host's headers
         if exc_info is not None:
@@ -205,16 +196,6 @@ class _Responder:
             self.status, self.headers = status, headers
             return self._write_while_holding
         return self.downstream(status, headers)
-
-    def _state_if_carried(self, deferred: DeferredState) -> RequestState | None:
-        """The state for a page, a redirect or a tracked request, when the click goes on with it: only
-        for such responses are the cookies looked at. An API answer to a returning visitor passes
-        untouched, and a cookie due for re-issue rides on the next page or ingest (as in ASGI)."""
-        if deferred.built is not None:
-            return deferred.built
-        if cookies_carry_click(str(self.environ.get("HTTP_COOKIE", ""))):
-            return deferred.get()
-        return None
 
     def _edit(self, status: str, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         code = int(status.split(" ", 1)[0])
