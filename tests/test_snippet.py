@@ -48,6 +48,11 @@ TAG = b'<script async src="/_tl/t.js" data-tl="{}"></script>'
             id="mixed-case-head-with-space",
         ),
         pytest.param(
+            b'<HEAD></HEAD><body><script>var t="<head></head>";</script></body>',
+            b"<HEAD>" + TAG + b'</HEAD><body><script>var t="<head></head>";</script></body>',
+            id="the-first-close-of-any-spelling-not-a-later-lowercase-one-in-a-script",
+        ),
+        pytest.param(
             b"<head></head><p></head></p>",
             b"<head>" + TAG + b"</head><p></head></p>",
             id="first-head-only",

@@ -153,20 +153,16 @@ def inject(body: bytes, tag: bytes) -> bytes | None:
     """``body`` with ``tag`` inserted before the first ``</head>`` (any case), else before the last
     ``</body>``; ``None`` (leave the body untouched) when there is neither, or when the body already
     carries a tracklayer tag (a ``<script ... data-tl=...>``, e.g. placed by a template)."""
-    # The exact spelling first (a plain search, much cheaper than the regex); a document has one head,
-    # so an earlier `</HEAD >` beside a later `</head>` is not a case worth a regex on every page.
-    at = body.find(b"</head>")
-    if at < 0:
-        match = _HEAD_CLOSE.search(body)
-        at = match.start() if match else -1
+    match = _HEAD_CLOSE.search(body)
     # A tag already placed belongs in the head: looking there only keeps big pages cheap.
-    if _ALREADY.search(body, 0, at if at >= 0 else len(body)):
+    if _ALREADY.search(body, 0, match.start() if match else len(body)):
         return None
-    if at < 0:
+    if match is None:
         closes = list(_BODY_CLOSE.finditer(body))
         if not closes:
             return None
-        at = closes[-1].start()
+        match = closes[-1]
+    at = match.start()
     return body[:at] + tag + body[at:]
 
 
