@@ -1,6 +1,7 @@
 """Server CPU time per request, bare app against the same app behind TrackLayer.
 
-``.venv/bin/python -m bench.cpu_per_request [--paths /page,/json] [--reps 4] [--seconds 3] [--returning]``
+``.venv/bin/python -m bench.cpu_per_request [--paths /page,/json] [--reps 4] [--seconds 3]
+[--returning] [--floors]``
 
 Throughput ratios move when other processes share the cores; the CPU time the server process spends
 per request (utime + stime from ``/proc/PID/stat`` divided by the requests wrk made) hardly does,
@@ -8,7 +9,10 @@ which makes this the tool for A/B questions about a few microseconds. Servers (u
 on core 0, wrk (``-t1 -c50``) on core 1, variants interleaved, medians of the repetitions.
 
 ``--returning`` sends the cookies a landing with ``?epik=`` set (``_epik``, ``_tl``) on every request:
-a visitor who came from an ad, whose every request takes the middleware's full path.
+a visitor who came from an ad.
+
+``--floors`` also measures the two floors of the overhead table: a do-nothing middleware that only
+wraps ``send``, and one that injects the same tag and does nothing else (``bench.apps``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from bench.apps import EPIK, USER_AGENT
 
 REPO = Path(__file__).resolve().parent.parent
 VARIANTS = {"bare": "bench.apps:starlette_bare", "tracklayer": "bench.apps:starlette_wrapped"}
+FLOORS = {"do-nothing": "bench.apps:starlette_passthrough", "injecting": "bench.apps:starlette_injecting"}
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -65,13 +70,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=4)
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--returning", action="store_true", help="send a returning ad visitor's cookies")
+    parser.add_argument("--floors", action="store_true", help="also the do-nothing and injection floors")
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="tl-cpu-"))
     env = dict(os.environ, BENCH_OUTBOX=str(work / "outbox.sqlite3"), BENCH_API_BASE="http://127.0.0.1:9/v5")
     servers: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
     try:
-        for index, (name, factory) in enumerate(VARIANTS.items()):
+        variants = {**VARIANTS, **(FLOORS if args.floors else {})}
+        for index, (name, factory) in enumerate(variants.items()):
             port = 8191 + index
             command = [
                 "taskset", "-c", "0", sys.executable, "-m", "uvicorn", "--factory", factory,
@@ -96,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{path} ({who}): bare {bare:.1f} us/request, TrackLayer {tracked:.1f} us/request, "
                 f"+{tracked - bare:.1f} us, ratio {bare / tracked:.2f}"
             )
+            for name in FLOORS if args.floors else ():
+                floor = statistics.median(cpu[name])
+                extra = floor - bare
+                print(f"    {name} floor: {floor:.1f} us/request, +{extra:.1f} us, ratio {bare / floor:.2f}")
     finally:
         for _, process in servers.values():
             process.terminate()
