@@ -19,7 +19,7 @@ from bench.common import REALISTIC_LATENCY, Context, start_app, start_sandbox, s
 from bench.report import Goal, SectionResult, Table
 from tracklayer_mw.snippet import script_bytes
 
-GZIP_GOAL = 2048
+GZIP_GOAL = 2000  # "2 KB" read strictly (CONTRACT.md §3); 2,048 would be the lenient reading
 _GIF = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c000000000100010000020144003b")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 _LONGTASKS = (
