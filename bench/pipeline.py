@@ -168,7 +168,7 @@ def drain_timed(outbox: SQLiteOutbox, api_base: str, transport: TimedTransport, 
         handled = 0
         while handled < count:
             got = deliverer.run_once()
-            outbox.checkpoint()  # as the worker thread does after every cycle
+            deliverer.checkpoint_after(got)  # as the worker thread does after every cycle
             if got == 0:
                 break
             handled += got

@@ -24,7 +24,13 @@ from tracklayer_mw.events import MAX_AGE_SECONDS, Event, merge_payloads, parse_e
 from tracklayer_mw.outbox import MemoryOutbox, NewEvent, Settlement, SQLiteOutbox
 from tracklayer_mw.pinterest import PinterestAdapter
 from tracklayer_mw.sandbox import Fault, PinterestSandbox
-from tracklayer_mw.worker import LEASE_SECONDS, SEND_AGE_LIMIT, Deliverer, backoff
+from tracklayer_mw.worker import (
+    CHECKPOINT_EVERY_FULL_CYCLES,
+    LEASE_SECONDS,
+    SEND_AGE_LIMIT,
+    Deliverer,
+    backoff,
+)
 
 NOW = 1_764_322_000.0
 ACCOUNT = "549755885175"
@@ -989,6 +995,17 @@ def test_the_worker_thread_checkpoints_after_its_cycles() -> None:
     finally:
         deliverer.stop()
     assert outbox.checkpoints >= 2
+
+
+def test_under_a_backlog_the_worker_checkpoints_every_fourth_full_batch_and_when_the_queue_ends() -> None:
+    assert CHECKPOINT_EVERY_FULL_CYCLES == 4
+    outbox = CountingOutbox()
+    deliverer = Deliverer(outbox, None, batch_size=10)
+    after = []
+    for handled in [10] * 9 + [3, 0, 10]:  # nine full batches, a short one, an idle cycle, a full one
+        deliverer.checkpoint_after(handled)
+        after.append(outbox.checkpoints)
+    assert after == [0, 0, 0, 1, 1, 1, 1, 2, 2, 3, 4, 4]
 
 
 def test_an_event_queued_without_wake_is_picked_up_by_polling(

@@ -36,6 +36,9 @@ LEASE_SECONDS = 30.0  # > the HTTP timeout; a crashed process's claims come back
 POLL_SECONDS = 1.0  # how often another process's events are looked for
 LINGER_SECONDS = 0.2  # after a wake-up, let a burst of events gather into one batch
 HOUSEKEEPING_SECONDS = 60.0
+# Under a backlog, a WAL checkpoint for every 4 full batches: ~6 % more events/s than one per batch
+# (bench: `Deliverer.checkpoint_after`), while the WAL holds at most a few batches' pages.
+CHECKPOINT_EVERY_FULL_CYCLES = 4
 LOG_RETENTION_SECONDS = 7 * 24 * 3600
 # Leave a margin so an event is never sent so close to the 7-day limit that it expires in flight.
 SEND_AGE_LIMIT = MAX_AGE_SECONDS - 120
@@ -134,6 +137,7 @@ class Deliverer:
         self._stopping = threading.Event()
         self._cycle = threading.Condition()
         self._cycles = 0
+        self._full_cycles = 0  # full batches delivered in a row since the queue last ran short
         self.paused_until = 0.0
         self._failures_in_a_row = 0
         self._next_housekeeping = 0.0
@@ -333,6 +337,16 @@ class Deliverer:
             test=self.test_mode,
         )
 
+    def checkpoint_after(self, handled: int) -> None:
+        """Copy the WAL back into the database after a cycle: between cycles and outside every lock, so
+        no request's put() waits on a checkpoint. Under a backlog (full batches) only every
+        CHECKPOINT_EVERY_FULL_CYCLES-th time: a batch's pages are written by its claim, its settle
+        and its log, and one checkpoint for several batches copies each page once. The cycle that
+        empties the queue always checkpoints, so an idle outbox leaves a clean WAL."""
+        self._full_cycles = self._full_cycles + 1 if handled >= self.batch_size else 0
+        if self._full_cycles % CHECKPOINT_EVERY_FULL_CYCLES == 0:
+            self.outbox.checkpoint()
+
     def _housekeeping(self, now: float) -> None:
         self._next_housekeeping = now + HOUSEKEEPING_SECONDS
         expired = self.outbox.bury_expired(
@@ -388,8 +402,7 @@ class Deliverer:
         while not stopping.is_set():
             try:
                 handled = self.run_once()
-                # Between cycles and outside every lock, so no request's put() waits on a checkpoint.
-                self.outbox.checkpoint()
+                self.checkpoint_after(handled)
                 errors = 0
             except Exception:
                 errors += 1
