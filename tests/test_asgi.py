@@ -351,6 +351,26 @@ def test_host_response_passes_unchanged_when_the_engine_fails(
     assert f"tracklayer bug in {broken}" in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("broken", "path"),
+    [
+        pytest.param("begin", "/", id="begin-page"),
+        pytest.param("begin", "/plain", id="begin-not-a-page"),
+        pytest.param("set_cookie_headers", "/plain", id="cookies-not-a-page"),
+        pytest.param("redirect_location", f"/redirect?to=https://{PAY_HOST}/x", id="redirect"),
+    ],
+)
+@pytest.mark.parametrize("framework", ASGI_FRAMEWORKS)
+def test_a_returning_visitors_response_passes_unchanged_when_the_engine_fails(
+    rig: Rig, framework: str, broken: str, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Click cookies are looked at when the response starts: a failure there leaves it as the host sent it.
+    cookies = {"_epik": "tag-written-1"}
+    response = fetch(shop_client(framework, failing_engine(rig, broken)), "GET", path, cookies=cookies)
+    assert as_sent(response) == as_sent(fetch(bare_client(framework), "GET", path, cookies=cookies))
+    assert f"tracklayer bug in {broken}" in caplog.text
+
+
 def test_websockets_pass_through(rig: Rig) -> None:
     async def echo(websocket: WebSocket) -> None:
         await websocket.accept()
