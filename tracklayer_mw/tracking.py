@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracklayer_mw.events import EVENT_NAMES
 from tracklayer_mw.request import state_of
+
+if TYPE_CHECKING:
+    from tracklayer_mw.engine import RequestState
 
 logger = logging.getLogger("tracklayer_mw")
 
@@ -33,7 +36,7 @@ def track(
         raise ValueError(
             f"tracklayer.track: unknown event {event!r}; expected one of {', '.join(EVENT_NAMES)}"
         )
-    state = state_of(request)
+    state = _state_or_none(request, f"track({event!r})")
     if state is None:
         logger.warning(
             "tracklayer: track(%r) on a request no TrackLayer middleware saw; nothing queued", event
@@ -53,8 +56,18 @@ def track(
 def snippet_tag(request: object, nonce: str | None = None) -> str:
     """The snippet's HTML for a template that places it itself (a streamed page), e.g. through
     `install_jinja`; the request is marked so the middleware adds no second tag. "" outside the middleware."""
-    state = state_of(request)
+    state = _state_or_none(request, "snippet_tag()")
     if state is None:
         return ""
     state.tag_placed = True
     return state.engine.tag_html(state, nonce)
+
+
+def _state_or_none(request: object, caller: str) -> RequestState | None:
+    """The request's state; None, logged, when building it fails. A deferred state is built here,
+    inside the host's handler, where tracking trouble must not raise."""
+    try:
+        return state_of(request)
+    except Exception:
+        logger.exception("tracklayer: %s could not read the request; nothing done", caller)
+        return None
