@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -1006,6 +1007,19 @@ def test_under_a_backlog_the_worker_checkpoints_every_fourth_full_batch_and_when
         deliverer.checkpoint_after(handled)
         after.append(outbox.checkpoints)
     assert after == [0, 0, 0, 1, 1, 1, 1, 2, 2, 3, 4, 4]
+
+
+def test_a_forked_child_does_not_inherit_the_locks_its_parent_held() -> None:
+    # The delivery thread holds the cycle lock while a request is out; a fork then must not leave the
+    # child's own delivery thread waiting on a lock no thread of the child will ever release.
+    deliverer = Deliverer(CountingOutbox(), None)
+    with deliverer._cycle_lock, deliverer._lock:
+        pid = os.fork()
+        if pid == 0:  # the child: exit at once, whatever happens
+            fresh = deliverer._cycle_lock.acquire(timeout=2) and deliverer._lock.acquire(timeout=2)
+            os._exit(0 if fresh else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
 
 
 def test_an_event_queued_without_wake_is_picked_up_by_polling(

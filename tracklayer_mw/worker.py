@@ -20,6 +20,7 @@ import queue
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -138,6 +139,7 @@ class Deliverer:
         self._cycle = threading.Condition()
         self._cycles = 0
         self._full_cycles = 0  # full batches delivered in a row since the queue last ran short
+        _DELIVERERS.add(self)
         self.paused_until = 0.0
         self._failures_in_a_row = 0
         self._next_housekeeping = 0.0
@@ -487,3 +489,18 @@ class Deliverer:
         if self._client is not None and self._client_pid == os.getpid():
             self._client.close()
         self._client = None
+
+
+_DELIVERERS: weakref.WeakSet[Deliverer] = weakref.WeakSet()
+
+
+def _new_locks_after_fork() -> None:
+    # A lock copied by fork may be held by a thread the child does not have (the delivery thread
+    # holds the cycle lock while a request is out): the child's own thread would wait on it forever.
+    for deliverer in list(_DELIVERERS):
+        deliverer._lock = threading.Lock()
+        deliverer._cycle_lock = threading.Lock()
+        deliverer._cycle = threading.Condition()
+
+
+os.register_at_fork(after_in_child=_new_locks_after_fork)
