@@ -16,6 +16,7 @@ from tests.middleware_support import (
     COOKIE_DOMAIN,
     FRAMEWORKS,
     SHOP,
+    SHOP_HOST,
     FakeClock,
     Rig,
     cookie_re,
@@ -112,6 +113,15 @@ def test_secure_follows_forwarded_proto_from_a_trusted_proxy(rig: Rig, framework
     headers = {"x-forwarded-proto": "https", "x-forwarded-for": "198.51.100.7"}
     response = fetch(client, "GET", f"/?epik={EPIK}", headers=headers)
     assert cookie_re("_epik", EPIK, secure=True, http_only=False).fullmatch(set_cookies(response)["_epik"])
+
+
+@pytest.mark.parametrize("framework", ["starlette", "flask"])
+def test_the_tag_of_a_page_behind_a_trusted_proxy_takes_the_forwarded_host(rig: Rig, framework: str) -> None:
+    # The snippet writes the consent cookie with the tag's domain: a page on www.shop.localhost, seen by
+    # the app as backend.internal behind the proxy, still gets the cookie domain (no click signals).
+    client = shop_client(framework, rig.engine(trusted_proxy_hops=1), base_url="http://backend.internal")
+    page = fetch(client, "GET", "/", headers={"x-forwarded-host": SHOP_HOST}).content
+    assert b"&#34;d&#34;:&#34;.shop.localhost&#34;" in page
 
 
 def test_forwarded_proto_is_ignored_without_trusted_proxies(rig: Rig) -> None:

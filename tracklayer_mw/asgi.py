@@ -267,9 +267,7 @@ class _Responder:
                 try:  # hot path: try/except rather than a guard object
                     self._consider_injection(message)
                 except Exception:
-                    logger.exception(
-                        "tracklayer: deciding about the snippet failed; the request goes on untouched"
-                    )
+                    report_failure("deciding about the snippet")
                     self.held = None
             if self.held is None:
                 self.passthrough = True
@@ -321,13 +319,10 @@ class _Responder:
         self.held = message
 
     def _tag(self, policies: list[bytes]) -> bytes:
-        if not policies and self.engine.static_tag is not None:
-            return self.engine.static_tag  # the tag depends on nothing of this request
-        nonce = csp_nonce(value.decode("latin-1") for value in policies)
-        if self.state is not None:
-            return self.engine.tag_html(self.state, nonce).encode()
-        assert self.deferred is not None
-        return self.engine.deferred_tag_html(self.deferred, nonce).encode()
+        nonce = csp_nonce(value.decode("latin-1") for value in policies) if policies else None
+        state = self.state or self.deferred
+        assert state is not None
+        return self.engine.page_tag(state, nonce)
 
     async def _body(self, message: Message) -> None:
         chunk = message.get("body", b"")

@@ -28,7 +28,6 @@ from tracklayer_mw.context import (
     epik_from_params,
     fresher,
     is_bot,
-    normalize_host,
     query_params,
     without_emails,
 )
@@ -307,12 +306,14 @@ class Engine:
         """The snippet tag for this request's page."""
         return self.tag_for_host(state.view.host, nonce, consent=state.consent)
 
-    def deferred_tag_html(self, deferred: DeferredState, nonce: str | None = None) -> str:
-        """The snippet tag for a request whose state was deferred (built only if consent is a callable)."""
-        if callable(self.settings.consent):
-            return self.tag_html(deferred.get(), nonce)
-        host = normalize_host(deferred.host_header()) if self.settings.cookie_domain else None
-        return self.tag_for_host(host, nonce)
+    def page_tag(self, state: RequestState | DeferredState, nonce: str | None = None) -> bytes:
+        """The tag the middleware injects into a page: rendered once when nothing of the request can
+        change it, else for the request's host and consent (a deferred state is built only then)."""
+        if nonce is None and self.static_tag is not None:
+            return self.static_tag
+        if isinstance(state, DeferredState):
+            state = state.get()
+        return self.tag_html(state, nonce).encode()
 
     def tag_for_host(self, host: str | None, nonce: str | None = None, *, consent: bool = True) -> str:
         """The snippet tag for a page on `host` (`consent` matters only when consent is a callable)."""

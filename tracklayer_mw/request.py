@@ -203,12 +203,6 @@ class DeferredState:
             self.built = self._build(self.raw)
         return self.built
 
-    def host_header(self) -> str | None:
-        if "headers" in self.raw:  # an ASGI scope
-            return next((v.decode("latin-1") for n, v in self.raw["headers"] if n == b"host"), None)
-        host = self.raw.get("HTTP_HOST")
-        return str(host) if host is not None else None
-
 
 def tag_placed(raw: Mapping[str, Any], state: RequestState | DeferredState | None) -> bool:
     """Whether a template placed the snippet itself: `snippet_tag()` marks the state, a template

@@ -220,15 +220,14 @@ class _Responder:
             and not tag_placed(self.environ, self.state or self.deferred)
         ):
             csp = [value for key, value in headers if key.lower() == "content-security-policy"]
-            self.tag = self._tag(csp_nonce(csp)).encode()
+            self.tag = self._tag(csp_nonce(csp))
             self.holding = True
         return headers
 
-    def _tag(self, nonce: str | None) -> str:
-        if self.state is not None:
-            return self.engine.tag_html(self.state, nonce)
-        assert self.deferred is not None
-        return self.engine.deferred_tag_html(self.deferred, nonce)
+    def _tag(self, nonce: str | None) -> bytes:
+        state = self.state or self.deferred
+        assert state is not None
+        return self.engine.page_tag(state, nonce)
 
     def _write_while_holding(self, data: bytes) -> None:
         # The legacy write() callable: the app streams imperatively, so give up on injection.
