@@ -26,7 +26,7 @@ logger = logging.getLogger("tracklayer_mw")
 
 MAX_BODY = 64 * 1024
 MAX_EVENTS_PER_BODY = 100
-BLOCKING_ROUTES = frozenset({"ingest", "diagnostics"})  # ASGI stores most ingests at once, see asgi.py
+BLOCKING_ROUTES = frozenset({"diagnostics"})  # ASGI: to a thread (ingest has its own path, see asgi.py)
 _JSON = [("content-type", "application/json"), ("cache-control", "no-store")]
 _INGEST_TYPES = ("application/json", "text/plain")
 

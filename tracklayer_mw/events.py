@@ -57,6 +57,13 @@ class EventError(ValueError):
         self.path = path
 
 
+def checked_event_name(name: object) -> str:
+    """`name`, when it is one of EVENT_NAMES; else EventError (a ValueError)."""
+    if not isinstance(name, str) or name not in EVENT_NAMES:
+        raise EventError("event", f"unknown event {name!r}; expected one of {', '.join(EVENT_NAMES)}")
+    return name
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """A validated event whose user data is already hashed: safe to store and to log by id."""
@@ -119,9 +126,7 @@ def parse_event(
     if unknown:
         raise EventError(unknown[0], f"unknown field; expected one of {', '.join(sorted(_TOP_LEVEL))}")
 
-    name = raw.get("event")
-    if not isinstance(name, str) or name not in EVENT_NAMES:
-        raise EventError("event", f"unknown event {name!r}; expected one of {', '.join(EVENT_NAMES)}")
+    name = checked_event_name(raw.get("event"))
 
     custom = _parse_custom(raw.get("custom"))
     event_id = raw.get("event_id")

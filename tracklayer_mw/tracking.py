@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from tracklayer_mw.events import EVENT_NAMES
+from tracklayer_mw.events import checked_event_name
 from tracklayer_mw.request import state_of
 
 if TYPE_CHECKING:
@@ -32,10 +32,7 @@ def track(
     the background worker sends it. A developer's mistake (unknown event, wrong types) raises
     `ValueError`; tracking trouble never does.
     """
-    if event not in EVENT_NAMES:  # a developer's mistake, with or without a middleware in front
-        raise ValueError(
-            f"tracklayer.track: unknown event {event!r}; expected one of {', '.join(EVENT_NAMES)}"
-        )
+    checked_event_name(event)  # a developer's mistake, with or without a middleware in front
     state = _state_or_none(request, f"track({event!r})")
     if state is None:
         logger.warning(
