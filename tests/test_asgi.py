@@ -371,17 +371,6 @@ def test_a_returning_visitors_response_passes_unchanged_when_the_engine_fails(
     assert f"tracklayer bug in {broken}" in caplog.text
 
 
-@pytest.mark.parametrize("framework", ASGI_FRAMEWORKS)
-def test_track_returns_none_when_reading_the_request_fails(
-    rig: Rig, framework: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    # No click signals: the state is built only when track() asks for it, inside the host's handler.
-    response = fetch(shop_client(framework, failing_engine(rig, "begin")), "GET", "/buy")
-    assert response.status_code == 200
-    assert response.json() == {"event_id": None}
-    assert "tracklayer bug in begin" in caplog.text
-
-
 def test_websockets_pass_through(rig: Rig) -> None:
     async def echo(websocket: WebSocket) -> None:
         await websocket.accept()

@@ -17,11 +17,13 @@ from tests.middleware_support import (
     BOT_UA,
     BROWSER_UA,
     CLIENT_IP,
+    FRAMEWORKS,
     SHOP,
     BlockingTransport,
     Rig,
     asgi_client,
     django_asgi_shop,
+    failing_engine,
     fetch,
     shop_client,
 )
@@ -314,3 +316,14 @@ def test_outbox_gets_hashed_values_only(make_settings: Callable[..., Settings]) 
     engine = Engine(make_settings(), outbox=Recording())
     track(request_seen_by(engine), "Purchase", user={"email": "Ann@Example.com", "first_name": "Ann"})
     assert "ann" not in repr(stored[0].payload).lower().replace(ANN, "")
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_track_returns_none_when_reading_the_request_fails(
+    rig: Rig, framework: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # No click signals: the state is built only when track() asks for it, inside the host's handler.
+    response = fetch(shop_client(framework, failing_engine(rig, "begin")), "GET", "/buy")
+    assert response.status_code == 200
+    assert response.json() == {"event_id": None}
+    assert "tracklayer bug in begin" in caplog.text
